@@ -1,0 +1,1 @@
+"""Pairdesk shared schemas, settings and helpers (DESIGN.md §2)."""

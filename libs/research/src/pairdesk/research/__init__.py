@@ -1,0 +1,1 @@
+"""Pairdesk research pipeline: ingest, DQ, store, train, backtest run, report, CLI."""

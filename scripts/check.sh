@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's one test command (README): lint, types, architecture contracts, tests.
+# Run through uv so the locked environment is used:  python3 -m uv run bash scripts/check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== ruff"; ruff check .
+echo "== mypy (libs)"; mypy libs/quant/src libs/common/src libs/research/src
+echo "== import-linter"; lint-imports
+echo "== pytest"; pytest -n 2 "$@"

@@ -1,0 +1,1 @@
+"""Pairdesk backtest service (DESIGN.md §5). Its API lands with the platform issue."""

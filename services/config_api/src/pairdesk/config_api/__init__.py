@@ -1,0 +1,1 @@
+"""Pairdesk config_api service (DESIGN.md §5). Its API lands with the platform issue."""

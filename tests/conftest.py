@@ -1,0 +1,38 @@
+"""Shared fixtures: the shipped real data (checked against data/manifest.json sha256)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+
+def _read_checked(rel: str) -> pd.DataFrame:
+    manifest = {e["file"]: e for e in json.loads((DATA / "manifest.json").read_text())}
+    path = DATA / rel
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest[rel]["sha256"], rel
+    df = pd.read_csv(path)
+    df["ts_utc"] = pd.to_datetime(df["ts_utc"], utc=True)
+    return df.set_index("ts_utc")[["open", "high", "low", "close", "volume"]]
+
+
+@pytest.fixture(scope="session")
+def metals_2024() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """XAUUSD and XAGUSD 1h bars for calendar 2024 (real MT5 data, ~5.9k bars each)."""
+    a = _read_checked("mt5_simom1_h1/XAUUSD_1h.csv.gz").loc["2024-01-01":"2024-12-31"]
+    b = _read_checked("mt5_simom1_h1/XAGUSD_1h.csv.gz").loc["2024-01-01":"2024-12-31"]
+    return a, b
+
+
+@pytest.fixture(scope="session")
+def crypto_2025() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """BTCUSDT and ETHUSDT 1h bars for 2025-01..2025-06 (real Binance spot data, gap-free)."""
+    a = _read_checked("binance_spot_1h/BTCUSDT_1h.csv.gz").loc["2025-01-01":"2025-06-30"]
+    b = _read_checked("binance_spot_1h/ETHUSDT_1h.csv.gz").loc["2025-01-01":"2025-06-30"]
+    return a, b
