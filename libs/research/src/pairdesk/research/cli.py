@@ -1,0 +1,207 @@
+"""The ``pairdesk`` and ``bt`` command lines (DESIGN.md §3, spec 004 §backtest-assets-engine API/CLI).
+
+``pairdesk ingest`` · ``pairdesk demo`` · ``bt train`` · ``bt run``. Every known failure prints one
+line ``error: …`` on stderr and exits with status 2; outputs are written to a temporary folder and
+moved into place only when complete, so a failed command leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError
+
+app = typer.Typer(help="Pairdesk research pipeline on canonical bars.", no_args_is_help=True, add_completion=False)
+bt_app = typer.Typer(help="Train models and run backtests (spec 004 §backtest CLI).", no_args_is_help=True,
+                     add_completion=False)
+app.add_typer(bt_app, name="bt")
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def _fail(msg: str) -> NoReturn:
+    err_console.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn expected failures into a one-line error and exit status 2."""
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except (ValueError, KeyError, FileNotFoundError, ConfigError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _fail(text.strip("'\""))
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out``; on success replace ``out`` with it atomically-ish
+    (rename), on failure delete it and leave any previous ``out`` untouched."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staged = tmp / out.name
+    staged.mkdir()
+    try:
+        yield staged
+        if out.exists():
+            backup = tmp / (out.name + ".previous")
+            out.rename(backup)
+        staged.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Bars:
+    """rich progress bars keyed by step name, as a ``Progress`` callback."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if step not in self.tasks:
+            self.tasks[step] = self.progress.add_task(step, total=total)
+        self.progress.update(self.tasks[step], completed=done, total=total)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Option("--path", help="File-drop folder of <SYMBOL>_<tf>.csv[.gz]|.parquet")],
+    store: Annotated[Path, typer.Option("--store", help="Parquet store root")],
+    timeframe: Annotated[str, typer.Option("--timeframe")] = "1h",
+    symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated, e.g. XAUUSD,XAGUSD")] = None,
+    source: Annotated[str, typer.Option("--source", help="Only 'file' here")] = "file",
+    universe: Annotated[Path, typer.Option("--universe", help="Trading hours per symbol")] = CONFIG_DIR / "universe.yaml",
+) -> None:
+    """Canonicalise, DQ-check and store a file drop (spec 004 §data-assets-pipeline 仕様 v1)."""
+    from pairdesk.research.pipeline import run_ingest
+
+    if source != "file":
+        _fail(f"unsupported --source {source!r}: only 'file' is available")
+    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    report = _guard(lambda: run_ingest(path=path, store=store, timeframe=timeframe, symbols=syms, universe=universe))
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False)
+
+
+@bt_app.command("train")
+def bt_train(
+    universe: Annotated[Path, typer.Option("--universe")],
+    period: Annotated[str, typer.Option("--period", help="e.g. 2018-04:2023-12")],
+    out: Annotated[Path, typer.Option("--out", help="Model version directory, e.g. models/v1")],
+    timeframe: Annotated[str, typer.Option("--timeframe")] = "1h",
+    store: Annotated[Path, typer.Option("--store")] = Path("store"),
+    pairs: Annotated[str | None, typer.Option("--pairs", help="Subset of pair ids")] = None,
+    cost: Annotated[Path, typer.Option("--cost")] = CONFIG_DIR / "cost_table.yaml",
+) -> None:
+    """Train AI1/AI2 with purged CV + walk-forward and choose θ1/θ2 on out-of-sample predictions."""
+    from pairdesk.research.pipeline import run_train
+
+    pair_ids = [p.strip() for p in pairs.split(",")] if pairs else None
+    with _progress() as prog:
+        summary = _guard(lambda: run_train(universe=universe, period=period, timeframe=timeframe, store=store,
+                                           out=out, pair_ids=pair_ids, cost=cost, progress=_Bars(prog), staged=_staged))
+    console.print(f"models written to {out}")
+    console.print(summary)
+
+
+@bt_app.command("run")
+def bt_run(
+    universe: Annotated[Path, typer.Option("--universe")],
+    period: Annotated[str, typer.Option("--period", help="e.g. 2024-01:2026-05")],
+    model_dir: Annotated[Path, typer.Option("--model-dir")],
+    out: Annotated[Path, typer.Option("--out")],
+    timeframe: Annotated[str, typer.Option("--timeframe")] = "1h",
+    cost: Annotated[Path, typer.Option("--cost")] = CONFIG_DIR / "cost_table.yaml",
+    store: Annotated[Path, typer.Option("--store")] = Path("store"),
+    theta1: Annotated[float | None, typer.Option("--theta1", help="Override θ1 (default: params.yaml)")] = None,
+    theta2: Annotated[float | None, typer.Option("--theta2", help="Override θ2 (default: params.yaml)")] = None,
+    latency_bars: Annotated[int | None, typer.Option("--latency-bars", help="Fill N bars after the signal bar")] = None,
+    pairs: Annotated[str | None, typer.Option("--pairs")] = None,
+) -> None:
+    """Backtest the combined AI1/AI2 rule with costs; write bt_* tables and report.html."""
+    from pairdesk.research.pipeline import run_backtest_cli
+
+    pair_ids = [p.strip() for p in pairs.split(",")] if pairs else None
+    result = _guard(lambda: run_backtest_cli(universe=universe, period=period, timeframe=timeframe, model_dir=model_dir,
+                                             cost=cost, store=store, out=out, theta1=theta1, theta2=theta2,
+                                             latency_bars=latency_bars, pair_ids=pair_ids, staged=_staged))
+    print_kpis(result)
+
+
+def print_kpis(result: dict[str, Any]) -> None:
+    """Print the KPI table (value and block-bootstrap 95% CI) and the adoption rule per pair."""
+    for pair_id, res in result["pairs"].items():
+        table = Table(title=f"{pair_id}  {result['period']}  θ1={res['theta1']} θ2={res['theta2']}")
+        for c in ("KPI", "value", "95% CI low", "95% CI high"):
+            table.add_column(c, justify="right" if c != "KPI" else "left")
+        for row in res["kpi_rows"]:
+            table.add_row(row["kpi"], f"{row['value']:.4f}", f"{row['ci_low']:.4f}", f"{row['ci_high']:.4f}")
+        console.print(table)
+        adopt = res["adoption"]
+        verdict = "PASS" if adopt["passed"] else "FAIL"
+        parts = [f"{k} {v['value']:.3f} vs {v['threshold']} {'ok' if v['pass'] else 'FAIL'}"
+                 for k, v in adopt.items() if isinstance(v, dict)]
+        console.print(f"adoption rule (spec 004 §採用判定): {verdict}  — " + "; ".join(parts))
+    console.print(f"outputs: {result['out']}")
+    console.print(f"report: {result['report']}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Working folder")] = Path("demo_out"),
+) -> None:
+    """The main job on the shipped real data: ingest XAUUSD/XAGUSD 1h → bt train (2018-04:2023-12)
+    → bt run (2024-01:2026-05), then print the KPI table and the report path."""
+    from pairdesk.research.pipeline import run_backtest_cli, run_ingest, run_train
+
+    universe = CONFIG_DIR / "universe.yaml"
+    data_dir = REPO_ROOT / "data" / "mt5_simom1_h1"
+    store, models = out / "store", out / "models" / "v1"
+    console.print(f"[bold]1/3 ingest[/bold] {data_dir} → {store}")
+    report = _guard(lambda: run_ingest(path=data_dir, store=store, timeframe="1h", symbols=["XAUUSD", "XAGUSD"],
+                                       universe=universe))
+    for line in report.lines():
+        console.print(line, markup=False, highlight=False)
+    console.print("[bold]2/3 bt train[/bold] --period 2018-04:2023-12")
+    with _progress() as prog:
+        summary = _guard(lambda: run_train(universe=universe, period="2018-04:2023-12", timeframe="1h", store=store,
+                                           out=models, pair_ids=None, cost=CONFIG_DIR / "cost_table.yaml",
+                                           progress=_Bars(prog), staged=_staged))
+    console.print(summary)
+    console.print("[bold]3/3 bt run[/bold] --period 2024-01:2026-05")
+    result = _guard(lambda: run_backtest_cli(universe=universe, period="2024-01:2026-05", timeframe="1h",
+                                             model_dir=models, cost=CONFIG_DIR / "cost_table.yaml", store=store,
+                                             out=out / "bt_out", theta1=None, theta2=None, latency_bars=None,
+                                             pair_ids=None, staged=_staged))
+    print_kpis(result)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
+
