@@ -85,7 +85,15 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
             features=_pick(FeatureParams, pipe["features"]),
             labels=_pick(LabelParams, {**lab, "z_exit": exit_rule["z_exit"], "M": exit_rule["M"]}),
             risk=_pick(RiskLabelParams, risk_raw),
-            dq=_pick(DQParams, {**pipe["dq_rules"], **{f"{k}_max": v for k, v in pipe["dq_thresholds"].items()}}),
+            dq=DQParams(
+                missing_fill_max_run=int(pipe["dq_rules"]["missing_fill_max_run"]),
+                outlier_sigma=float(pipe["dq_rules"]["outlier_sigma"]),
+                outlier_window_bars=int(pipe["dq_rules"]["outlier_window_bars"]),
+                spike_k=float(pipe["dq_rules"]["dq_spike_k"]),
+                spike_window_bars=int(pipe["dq_rules"]["spike_window_bars"]),
+                missing_rate_max=float(pipe["dq_thresholds"]["missing_rate"]),
+                outlier_rate_max=float(pipe["dq_thresholds"]["outlier_rate"]),
+            ),
             lgbm=_pick(LGBMParams, {**retrain["lightgbm"], "class_weight_max_ratio": core["class_weight_max_ratio"]}),
             cv=PurgedKFold(
                 n_splits=int(retrain["cv"]["k_folds"]),

@@ -1,0 +1,324 @@
+"""Session calendars (spec 004 §ユニバース仕様 v1 trading_hours): DST, daily break, holidays, 24/7.
+
+Independent checks: a brute-force minute-level session test written with ``zoneinfo`` and the
+holiday dates read off the shipped MT5 files by hand (not the pandas rules under test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from pairdesk.quant.sessions import SessionCalendar, holiday_rules, timeframe_to_timedelta
+
+REPO = Path(__file__).resolve().parents[2]
+NY = ZoneInfo("America/New_York")
+METALS = {
+    "timezone": "America/New_York",
+    "week_open": {"day": "SUN", "time": "18:00"},
+    "week_close": {"day": "FRI", "time": "17:00"},
+    "daily_breaks": [{"start": "17:00", "end": "18:00"}],
+    "holidays_calendar": "metals_us",
+}
+METALS_NO_HOL = {k: v for k, v in METALS.items() if k != "holidays_calendar"}
+
+# Read by hand off data/mt5_simom1_h1 (XAUUSD/XAGUSD 2018-03 .. 2026-05): trading dates with no bar
+CLOSED_OBSERVED = {
+    "2018-03-30", "2018-12-25", "2019-01-01", "2019-04-19", "2019-12-25", "2020-01-01",
+    "2020-04-10", "2020-12-25", "2021-01-01", "2021-04-02", "2021-12-24", "2022-04-15",
+    "2022-12-26", "2023-01-02", "2023-04-07", "2023-12-25", "2024-01-01", "2024-03-29",
+    "2024-12-25", "2025-01-01", "2025-04-18", "2025-12-25", "2026-01-01", "2026-04-03",
+}  # fmt: skip
+# ... and trading dates whose last bars before 17:00 New York are absent (early closes)
+EARLY_OBSERVED = {
+    "2018-05-28", "2018-07-04", "2018-09-03", "2018-11-22", "2018-11-23", "2018-12-24",
+    "2019-01-21", "2019-02-18", "2019-05-27", "2019-07-04", "2019-09-02", "2019-11-28",
+    "2019-11-29", "2019-12-24", "2020-01-20", "2020-02-17", "2020-05-25", "2020-07-03",
+    "2020-09-07", "2020-11-26", "2020-11-27", "2020-12-24", "2021-01-18", "2021-02-15",
+    "2021-05-31", "2021-07-05", "2021-09-06", "2021-11-25", "2021-11-26", "2022-01-17",
+    "2022-02-21", "2022-05-30", "2022-06-20", "2022-07-04", "2022-09-05", "2022-11-24",
+    "2022-11-25", "2023-01-16", "2023-02-20", "2023-05-29", "2023-06-19", "2023-07-04",
+    "2023-09-04", "2023-11-23", "2023-11-24", "2024-01-15", "2024-02-19", "2024-05-27",
+    "2024-06-19", "2024-07-04", "2024-09-02", "2024-11-28", "2024-11-29", "2024-12-24",
+    "2025-01-20", "2025-02-17", "2025-05-26", "2025-06-19", "2025-07-04", "2025-09-01",
+    "2025-11-27", "2025-11-28", "2025-12-24", "2026-01-19", "2026-02-16",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def metals_cal() -> SessionCalendar:
+    return SessionCalendar.from_mapping(METALS)
+
+
+@pytest.fixture(scope="module")
+def metals_full() -> dict[str, pd.DatetimeIndex]:
+    """Bar-open times of the full shipped XAUUSD/XAGUSD 1h files (sha256-checked)."""
+    manifest = {e["file"]: e for e in json.loads((REPO / "data" / "manifest.json").read_text())}
+    out = {}
+    for sym in ("XAUUSD", "XAGUSD"):
+        rel = f"mt5_simom1_h1/{sym}_1h.csv.gz"
+        path = REPO / "data" / rel
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest[rel]["sha256"]
+        ts = pd.read_csv(path, usecols=["ts_utc"])["ts_utc"]
+        out[sym] = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("us")
+        assert len(out[sym]) == manifest[rel]["rows"]
+    return out
+
+
+# ---------------------------------------------------------------- brute force
+def _open_at(x: datetime, closed: set[date], early: dict[date, int]) -> bool:
+    """Is the metals market open at UTC instant x? (zoneinfo, minute arithmetic, no pandas)."""
+    loc = x.astimezone(NY)
+    wd, mins = loc.weekday(), loc.hour * 60 + loc.minute
+    if wd == 5 or (wd == 6 and mins < 18 * 60) or (wd == 4 and mins >= 17 * 60):
+        return False
+    if 17 * 60 <= mins < 18 * 60:
+        return False
+    trading_date = (loc + timedelta(hours=6)).date()
+    if trading_date in closed:
+        return False
+    return not (
+        trading_date in early and loc.date() == trading_date and mins >= early[trading_date]
+    )
+
+
+def _brute_expected(
+    start: str, end: str, tf_minutes: int, closed=frozenset(), early=None
+) -> pd.DatetimeIndex:
+    early = early or {}
+    t = datetime.fromisoformat(start).replace(tzinfo=ZoneInfo("UTC"))
+    stop = datetime.fromisoformat(end).replace(tzinfo=ZoneInfo("UTC"))
+    out = []
+    while t < stop:
+        subs = [t + timedelta(minutes=15 * k) for k in range(tf_minutes // 15)]
+        if all(_open_at(s, set(closed), early) for s in subs):
+            out.append(t)
+        t += timedelta(minutes=tf_minutes)
+    return pd.DatetimeIndex(out).as_unit("us")
+
+
+HOL_2024_CLOSED = {date(2024, 1, 1), date(2024, 3, 29), date(2024, 12, 25)}
+HOL_2024_EARLY = {
+    **{date.fromisoformat(d): 13 * 60 for d in (
+        "2024-01-15", "2024-02-19", "2024-05-27", "2024-06-19", "2024-07-04", "2024-09-02", "2024-11-28",
+    )},
+    date(2024, 11, 29): 14 * 60,
+    date(2024, 12, 24): 14 * 60,
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------- construction
+def test_from_mapping_matches_universe_yaml() -> None:
+    u = yaml.safe_load((REPO / "config" / "universe.yaml").read_text())
+    legs = [p[k] for p in u["pairs"] for k in ("leg_A", "leg_B")]
+    xau = next(leg for leg in legs if leg["canonical_symbol"] == "XAUUSD")
+    cal = SessionCalendar.from_mapping(xau["trading_hours"])
+    assert cal == SessionCalendar.from_mapping(METALS)
+    assert cal.week_open == (6, 18 * 60)
+    assert cal.week_close == (4, 17 * 60)
+    assert cal.daily_breaks == ((17 * 60, 18 * 60),)
+    assert cal.describe()["week_open"] == {"day": "SUN", "time": "18:00"}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "match"),
+    [
+        ({**METALS, "timezone": "Mars/Olympus"}, "unknown timezone"),
+        ({**METALS, "week_open": {"day": "XYZ", "time": "18:00"}}, "is not MON..SUN"),
+        ({**METALS, "week_open": {"day": "SUN", "time": "25:00"}}, "out of range"),
+        ({**METALS, "daily_breaks": [{"start": "5pm", "end": "18:00"}]}, "is not HH:MM"),
+        ({**METALS, "holidays_calendar": "lunar"}, "unknown holidays_calendar 'lunar'"),
+        ({k: v for k, v in METALS.items() if k != "week_close"}, "must be given together"),
+        ({**METALS, "daily_breaks": [{"start": "17:00"}]}, r"daily_breaks\[0\] must be"),
+    ],
+)
+def test_from_mapping_errors(mapping: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SessionCalendar.from_mapping(mapping)
+
+
+@pytest.mark.parametrize(
+    ("tf", "minutes"), [("15m", 15), ("1h", 60), ("4h", 240), ("90m", 90), ("1d", 1440)]
+)
+def test_timeframe_parse(tf: str, minutes: int) -> None:
+    assert timeframe_to_timedelta(tf) == pd.Timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize("tf", ["7h", "1x", "0h", "h1", "", "1H ", "2d", "25h"])
+def test_timeframe_parse_errors(tf: str) -> None:
+    with pytest.raises(ValueError, match="invalid timeframe"):
+        timeframe_to_timedelta(tf)
+
+
+# ---------------------------------------------------------------- DST, break, weekend
+def test_dst_week_open_and_daily_break_move_with_new_york(metals_cal: SessionCalendar) -> None:
+    """US DST 2024-03-10 / EU 2024-03-31; EU end 2024-10-27 / US end 2024-11-03."""
+    exp = metals_cal.expected_bar_opens("2024-03-01", "2024-04-06", "1h")
+    has = set(exp)
+
+    def ts(s: str) -> pd.Timestamp:
+        return pd.Timestamp(s, tz="UTC")
+
+    # winter (EST = UTC-5): week opens Sun 23:00Z, break 22:00Z
+    assert ts("2024-03-03 22:00") not in has
+    assert ts("2024-03-03 23:00") in has
+    assert ts("2024-03-04 21:00") in has
+    assert ts("2024-03-04 22:00") not in has
+    assert ts("2024-03-04 23:00") in has
+    # first US summer week while Europe is still on winter time: open 22:00Z, break 21:00Z
+    assert ts("2024-03-10 21:00") not in has
+    assert ts("2024-03-10 22:00") in has
+    assert ts("2024-03-11 20:00") in has
+    assert ts("2024-03-11 21:00") not in has
+    assert ts("2024-03-11 22:00") in has
+    # Friday close 17:00 New York: last bar 16:00 EDT = 20:00Z
+    assert ts("2024-03-15 20:00") in has
+    assert ts("2024-03-15 21:00") not in has
+    # autumn: Europe back to winter time on 2024-10-27, New York still EDT until 2024-11-03
+    exp2 = set(metals_cal.expected_bar_opens("2024-10-25", "2024-11-09", "1h"))
+    assert ts("2024-10-27 22:00") in exp2
+    assert ts("2024-10-28 21:00") not in exp2
+    assert ts("2024-11-03 22:00") not in exp2
+    assert ts("2024-11-03 23:00") in exp2
+    assert ts("2024-11-04 22:00") not in exp2
+    assert ts("2024-11-04 21:00") in exp2
+
+
+def test_normal_week_bar_counts(metals_cal: SessionCalendar) -> None:
+    # 5 trading days x 23 one-hour bars; x 92 quarter-hours; 4h UTC bars straddling the break drop out
+    w = ("2024-01-07", "2024-01-13")
+    assert len(metals_cal.expected_bar_opens(*w, "1h")) == 5 * 23
+    assert len(metals_cal.expected_bar_opens(*w, "15m")) == 5 * 92
+    # 4h UTC grid in EST: 20Z bar = 15:00-19:00 NY straddles the break; Sun 20Z before the open
+    assert len(metals_cal.expected_bar_opens(*w, "4h")) == 5 * 5
+
+
+@pytest.mark.parametrize("tf_minutes", [15, 60, 240])
+def test_matches_brute_force_across_dst_and_holidays(
+    metals_cal: SessionCalendar, tf_minutes: int
+) -> None:
+    tf = {15: "15m", 60: "1h", 240: "4h"}[tf_minutes]
+    for start, end in [("2024-02-25", "2024-04-08"), ("2024-10-20", "2024-12-31")]:
+        got = metals_cal.expected_bar_opens(start, end, tf)
+        want = _brute_expected(start, end, tf_minutes, HOL_2024_CLOSED, HOL_2024_EARLY)
+        pd.testing.assert_index_equal(got.tz_convert(None), want.tz_convert(None))
+
+
+def test_no_holiday_calendar_matches_brute_force() -> None:
+    cal = SessionCalendar.from_mapping(METALS_NO_HOL)
+    got = cal.expected_bar_opens("2024-12-20", "2025-01-05", "1h")
+    want = _brute_expected("2024-12-20", "2025-01-05", 60)
+    pd.testing.assert_index_equal(got.tz_convert(None), want.tz_convert(None))
+
+
+def test_is_tradable_and_session_id(metals_cal: SessionCalendar) -> None:
+    rng = np.random.default_rng(7)
+    grid = pd.date_range("2024-01-01", "2024-12-31", freq="1h", tz="UTC")
+    sample = pd.DatetimeIndex(rng.choice(grid, 500, replace=False))  # unsorted on purpose
+    expected = set(metals_cal.expected_bar_opens("2024-01-01", "2025-01-01", "1h"))
+    np.testing.assert_array_equal(
+        metals_cal.is_tradable(sample, "1h"), [t in expected for t in sample]
+    )
+    # same session <=> no closure in between
+    ids = metals_cal.session_id(
+        pd.DatetimeIndex(["2024-01-08 23:00", "2024-01-09 21:00", "2024-01-09 23:00"], tz="UTC"),
+        "1h",
+    )
+    assert ids[0] == ids[1] > 0
+    assert ids[2] != ids[1]
+    assert metals_cal.session_id(pd.DatetimeIndex(["2024-01-09 22:00"], tz="UTC"), "1h")[0] == -1
+    # naive input is read as UTC
+    assert metals_cal.is_tradable(pd.DatetimeIndex(["2024-01-09 21:00"]), "1h")[0]
+
+
+def test_break_crossing_midnight() -> None:
+    cal = SessionCalendar.from_mapping(
+        {"timezone": "UTC", "daily_breaks": [{"start": "23:30", "end": "00:30"}]}
+    )
+    got = cal.expected_bar_opens("2024-05-01 22:00", "2024-05-02 02:00", "15m")
+    want = pd.date_range("2024-05-01 22:00", "2024-05-02 01:45", freq="15min", tz="UTC")
+    want = want[(want < "2024-05-01 23:30") | (want >= "2024-05-02 00:30")]
+    pd.testing.assert_index_equal(got, want.as_unit("us"), check_freq=False)
+
+
+# ---------------------------------------------------------------- holidays
+def test_metals_us_rules_match_dates_observed_in_the_data() -> None:
+    closed, early = holiday_rules("metals_us").closures(date(2018, 3, 19), date(2026, 5, 15))
+    assert {d.isoformat() for d in closed} == CLOSED_OBSERVED
+    assert {d.isoformat() for d in early} == EARLY_OBSERVED
+    assert early[date(2024, 12, 24)] == 14 * 60
+    assert early[date(2024, 11, 28)] == 13 * 60
+    # a Saturday New Year (2022-01-01) is not observed on Friday 2021-12-31
+    assert date(2021, 12, 31) not in closed
+    assert date(2021, 12, 31) not in early
+
+
+def test_holiday_closure_and_early_close_bars(metals_cal: SessionCalendar) -> None:
+    has = set(metals_cal.expected_bar_opens("2024-12-20", "2024-12-31", "1h"))
+    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    # Christmas Eve (Tue) early close 14:00 EST: last bar 13:00 EST = 18:00Z
+    assert ts("2024-12-24 18:00") in has
+    assert ts("2024-12-24 19:00") not in has
+    # Christmas closed (trading day Wed 12-25: Tue 18:00 -> Wed 17:00 EST); reopens Wed 18:00 EST
+    assert not any(ts("2024-12-24 19:00") <= t < ts("2024-12-25 23:00") for t in has)
+    assert ts("2024-12-25 23:00") in has
+
+
+def test_always_open_grid_and_crypto_data(crypto_2025: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    cal = SessionCalendar.from_mapping({"timezone": "UTC", "always_open": True})
+    got = cal.expected_bar_opens("2025-03-30 00:10", "2025-03-31", "1h")  # EU DST day: irrelevant
+    pd.testing.assert_index_equal(
+        got,
+        pd.date_range("2025-03-30 01:00", "2025-03-30 23:00", freq="h", tz="UTC").as_unit("us"),
+        check_freq=False,
+    )
+    btc, eth = crypto_2025
+    for df in (btc, eth):
+        exp = cal.expected_bar_opens(df.index[0], df.index[-1] + pd.Timedelta("1h"), "1h")
+        pd.testing.assert_index_equal(
+            exp, pd.DatetimeIndex(df.index).as_unit("us"), check_names=False
+        )
+    assert cal.is_tradable(btc.index, "1h").all()
+
+
+# ---------------------------------------------------------------- real data
+def test_metals_2024_every_expected_bar_present(metals_cal: SessionCalendar, metals_2024) -> None:
+    for df, n_rows, n_off in zip(metals_2024, (5936, 5935), (13, 12), strict=True):
+        assert len(df) == n_rows
+        idx = pd.DatetimeIndex(df.index).as_unit("us")
+        exp = metals_cal.expected_bar_opens(idx[0], idx[-1] + pd.Timedelta("1h"), "1h")
+        assert len(exp.difference(idx)) == 0
+        # the only printed bars the calendar does not expect are after holiday early closes
+        extra = idx.difference(exp).tz_convert("America/New_York")
+        assert {d.date().isoformat() for d in extra} <= EARLY_OBSERVED
+        assert len(extra) == n_off
+
+
+def test_missing_counts_per_holiday_rule(metals_full: dict[str, pd.DatetimeIndex]) -> None:
+    """Measured on the full files: expected bars each closure rule calls missing."""
+    cal_rules = SessionCalendar.from_mapping(METALS)
+    cal_none = SessionCalendar.from_mapping(METALS_NO_HOL)
+    want = {"XAUUSD": (3, 740, 188, 62), "XAGUSD": (1, 741, 189, 59)}
+    for sym, idx in metals_full.items():
+        lo, hi = idx[0], idx[-1] + pd.Timedelta("1h")
+        exp_rules = cal_rules.expected_bar_opens(lo, hi, "1h")
+        exp_none = cal_none.expected_bar_opens(lo, hi, "1h")
+        miss_rules = exp_rules.difference(idx)
+        miss_none = exp_none.difference(idx)
+        # data-driven alternative: a trading day (session) without any bar is a closure
+        sid = cal_none.session_id(exp_none, "1h")
+        present = pd.Series(exp_none.isin(idx)).groupby(sid).transform("sum").to_numpy()
+        miss_absent_day = int(((~exp_none.isin(idx)) & (present > 0)).sum())
+        off = len(idx.difference(exp_rules))
+        assert (len(miss_rules), len(miss_none), miss_absent_day, off) == want[sym]
+    # the 3 XAUUSD bars are the CME outage of 2025-11-28 (05:00-07:00 New York), a real hole
+    xau = metals_full["XAUUSD"]
+    miss = cal_rules.expected_bar_opens(xau[0], xau[-1] + pd.Timedelta("1h"), "1h").difference(xau)
+    assert list(miss) == list(pd.date_range("2025-11-28 10:00", periods=3, freq="h", tz="UTC"))
