@@ -3,7 +3,7 @@ backtest and inference read the same numbers; spec 004 §最終整合チェッ�
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,10 @@ class ResearchSettings:
     risk: RiskLabelParams
     dq: DQParams
     lgbm: LGBMParams
+    lgbm_overrides: dict[str, dict[str, Any]]
     cv: PurgedKFold
     wf_step_days: float
     wf_min_train_days: float
-    class_weight_max_ratio: float
     normalisation: dict[str, Any]
     theta_initial: tuple[float, float]
     theta_range: dict[str, Any]
@@ -53,6 +53,11 @@ class ResearchSettings:
     kpi_params: KpiParams
     adoption: dict[str, float]
     raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def lgbm_for(self, model: str) -> LGBMParams:
+        """LightGBM parameters for ``model`` (``ai1``/``ai2``): the shared ``lightgbm`` block with
+        that model's ``lightgbm_overrides`` applied."""
+        return replace(self.lgbm, **self.lgbm_overrides.get(model, {}))
 
     @property
     def bars_per_day(self) -> float:
@@ -95,6 +100,7 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
                 outlier_rate_max=float(pipe["dq_thresholds"]["outlier_rate"]),
             ),
             lgbm=_pick(LGBMParams, {**retrain["lightgbm"], "class_weight_max_ratio": core["class_weight_max_ratio"]}),
+            lgbm_overrides={k: dict(v) for k, v in (retrain.get("lightgbm_overrides") or {}).items()},
             cv=PurgedKFold(
                 n_splits=int(retrain["cv"]["k_folds"]),
                 purge_bars=int(retrain["cv"]["purge_bars"]),
@@ -103,7 +109,6 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
             ),
             wf_step_days=float(retrain["walk_forward"]["wf_step_days"]),
             wf_min_train_days=float(retrain["walk_forward"]["wf_min_train_days"]),
-            class_weight_max_ratio=float(core["class_weight_max_ratio"]),
             normalisation=dict(retrain["normalisation"]),
             theta_initial=(float(core["theta1_initial"]), float(core["theta2_initial"])),
             theta_range=dict(core["theta_search_range"]),

@@ -34,7 +34,7 @@ from pairdesk.quant.backtest import BacktestParams, grid_search
 from pairdesk.quant.classification import ai1_metrics, ai2_metrics, fold_summary
 from pairdesk.quant.cv import walk_forward_indices, walk_forward_splits
 from pairdesk.quant.features import FEATURE_COLUMNS
-from pairdesk.quant.labels import label_ai1, label_ai2
+from pairdesk.quant.labels import hedged_spread_return, label_ai1, label_ai2
 from pairdesk.quant.models import NormaliserParams, TrainedModel, train_classifier
 from pairdesk.research.inputs import PairInputs, load_pair_inputs
 from pairdesk.research.provenance import Period, code_hash, sha256_json
@@ -120,7 +120,7 @@ def _fit(samples: _Samples, idx: np.ndarray, settings: ResearchSettings, ai: str
         None,
         samples.t_pos[idx],
         samples.t_end_pos[idx],
-        settings.lgbm,
+        settings.lgbm_for(ai),
         settings.cv,
         metrics_fn=metrics_fn,
         normaliser_params=normaliser_params(settings),
@@ -227,7 +227,15 @@ def train(
     clock = _clock(inputs)
     lp, rp = settings.labels, settings.risk
     ai1_parts = [(p.pair.pair_id, label_ai1(p.features, lp), p.features) for p in inputs]
-    ai2_parts = [(p.pair.pair_id, label_ai2(p.features, rp, horizon_bars=lp.M), p.features) for p in inputs]
+    ai2_parts = [
+        (
+            p.pair.pair_id,
+            label_ai2(p.features, rp, hedged_spread_return(p.features, p.bars_a["close"], p.bars_b["close"]),
+                      horizon_bars=lp.M),
+            p.features,
+        )
+        for p in inputs
+    ]
     s1, s2 = _stack(ai1_parts, clock), _stack(ai2_parts, clock)
     for name, s in (("AI1", s1), ("AI2", s2)):
         if len(s.y) == 0 or s.y.min() == s.y.max():
