@@ -214,7 +214,10 @@ def run_backtest_cli(
         result["pairs"][pair.pair_id] = {"theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption,
                                          "stamps": stamps}
         reports.append((pair.pair_id, {"kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps,
-                                       "daily_equity": deq, "trades": trades, "z": sub.features["z"]}))
+                                       "daily_equity": deq, "trades": trades, "z": sub.features["z"],
+                                       "signals": pd.DataFrame({"return_prob": rprob, "risk_score": risk},
+                                                               index=sub.features.index),
+                                       "thresholds": {"theta1": th1, "theta2": th2}}))
 
     with staged(out) as tmp:
         tables = {"bt_summary": pd.DataFrame(summaries), "bt_trades": pd.concat(trades_all, ignore_index=True),

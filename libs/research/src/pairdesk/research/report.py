@@ -41,6 +41,8 @@ def render_report(
     daily_equity: pd.DataFrame,
     trades: pd.DataFrame,
     z: pd.Series,
+    signals: pd.DataFrame,
+    thresholds: Mapping[str, float],
 ) -> Path:
     """Write ``report.html`` at ``path``.
 
@@ -52,6 +54,9 @@ def render_report(
     daily_equity : columns ``date, equity, dd`` (USD, fraction).
     trades : bt_trades frame (``timestamp_entry, timestamp_exit, return_on_capital``).
     z : z-score series indexed by UTC bar time over the backtest period.
+    signals : ``return_prob`` (AI1, candidate bars only) and ``risk_score`` (AI2) per bar.
+    thresholds : ``theta1``, ``theta2`` — drawn on the model-output histograms so a run with few
+        or no trades shows why.
     """
     charts: list[tuple[str, str]] = []
     dates = pd.to_datetime(daily_equity["date"])
@@ -91,6 +96,16 @@ def render_report(
     ax.set_ylabel("trades")
     ax.set_title("Trade-return histogram")
     charts.append(("Trade returns", _png(fig)))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.0))
+    rp = signals["return_prob"].dropna()
+    axes[0].hist(rp, bins=30, range=(0, 1), color="#1e8449", alpha=0.8)
+    axes[0].axvline(thresholds["theta1"], color="k", ls="--", lw=1)
+    axes[0].set_title(f"AI1 return_prob on {len(rp)} candidate bars (θ1 dashed)")
+    axes[1].hist(signals["risk_score"].dropna(), bins=30, range=(0, 1), color="#b03a2e", alpha=0.8)
+    axes[1].axvline(thresholds["theta2"], color="k", ls="--", lw=1)
+    axes[1].set_title("AI2 risk_score, all bars (θ2 dashed)")
+    charts.append(("Model outputs vs thresholds", _png(fig)))
 
     kpi_html = "".join(
         f"<tr><td>{_fmt(r['kpi'])}</td><td>{_fmt(r['value'])}</td><td>{_fmt(r.get('ci_low', ''))}</td>"
