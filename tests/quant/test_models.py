@@ -382,7 +382,8 @@ def test_fold_with_single_class_fit_set_is_skipped_not_fatal() -> None:
     y = np.where(in_b0 | late, y, 0)
     m = train_classifier(X, y, None, t, te, FAST, cv)
     assert m.fold_metrics[0]["skipped"] == 1.0
-    assert "skipped" not in m.fold_metrics[1] and "skipped" not in m.fold_metrics[2]
+    assert "skipped" not in m.fold_metrics[1]
+    assert "skipped" not in m.fold_metrics[2]
     assert np.isnan(m.oof_raw[in_b0]).all()
     assert np.isfinite(m.oof_raw[~in_b0]).all()
     assert np.isfinite(m.predict_proba(X)).all()

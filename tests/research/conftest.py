@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 METALS = REPO / "data" / "mt5_simom1_h1"

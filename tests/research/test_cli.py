@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
-
 from pairdesk.research.cli import app
+from typer.testing import CliRunner
 
 from .conftest import write_drop
 
@@ -62,8 +61,10 @@ def test_train_writes_every_artefact(trained: dict[str, Path]) -> None:
         assert (m / ai / "calibrator.json").is_file()
     schema = json.loads((m / "feature_schema.json").read_text())
     params = yaml.safe_load((m / "params.yaml").read_text())
-    assert len(params["feature_schema_hash"]) == 64 and params["seed"] == 42
-    assert "spread" not in schema["model_features"] and len(schema["columns"]) == 21
+    assert len(params["feature_schema_hash"]) == 64
+    assert params["seed"] == 42
+    assert "spread" not in schema["model_features"]
+    assert len(schema["columns"]) == 21
     metrics = json.loads((m / "metrics.json").read_text())
     for ai in ("ai1", "ai2"):
         cv = metrics["cv"][ai]
@@ -101,7 +102,8 @@ def test_bt_run_outputs_match_printed_kpis(trained: dict[str, Path], tmp_path: P
         pq = pd.read_parquet(out / f"{name}.parquet")
         assert len(csv) == len(pq)
         for col in ("run_id", "model_version", "feature_schema_hash", "data_hash", "code_hash", "params_hash", "seed"):
-            assert col in csv.columns and csv[col].notna().all(), (name, col)
+            assert col in csv.columns, (name, col)
+            assert csv[col].notna().all(), (name, col)
     # net PnL = gross - every cost line, and the equity curve ends at capital + total PnL
     np.testing.assert_allclose(
         trades["pnl"],
@@ -166,7 +168,9 @@ def test_ingest_twice_changes_nothing(trained: dict[str, Path]) -> None:
 def assert_one_line_error(r: object, pattern: str) -> None:
     assert r.exit_code == 2, r.output
     err = r.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in r.output, err
+    assert err.startswith("error: "), err
+    assert "\n" not in err, err
+    assert "Traceback" not in r.output
     assert re.search(pattern, err), err
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError
 
 app = typer.Typer(help="Pairdesk research pipeline on canonical bars.", no_args_is_help=True, add_completion=False)
 bt_app = typer.Typer(help="Train models and run backtests (spec 004 §backtest CLI).", no_args_is_help=True,

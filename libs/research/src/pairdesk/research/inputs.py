@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from pairdesk.quant.costs import CostModel
 from pairdesk.quant.features import compute_features
 from pairdesk.quant.labels import ai1_candidates

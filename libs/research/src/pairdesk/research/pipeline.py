@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-
 from pairdesk.quant.backtest import BacktestResult, run_backtest
 from pairdesk.quant.metrics import adoption_check, compute_kpis, daily_equity_frame
 from pairdesk.quant.models import TrainedModel
@@ -91,6 +90,15 @@ def _predict(model: TrainedModel, feats: pd.DataFrame, rows: np.ndarray) -> np.n
     return out
 
 
+def _stamped(df: pd.DataFrame, pair_id: str, stamps: dict[str, Any]) -> pd.DataFrame:
+    """``df`` with ``pair_id`` and the provenance stamps as constant columns."""
+    out = df.copy()
+    out["pair_id"] = pair_id
+    for k, v in stamps.items():
+        out[k] = v
+    return out
+
+
 def _halt_rate_ci(inp: PairInputs, return_prob: np.ndarray, risk: np.ndarray, theta1: float, theta2: float,
                   block: int, n_samples: int, seed: int) -> tuple[float, float]:
     """Block-bootstrap CI of the candidate-level AI2 veto share (bars resampled in blocks)."""
@@ -146,8 +154,8 @@ def run_backtest_cli(
     models = {ai: TrainedModel.load(model_dir / ai) for ai in ("ai1", "ai2")}
     th1 = float(theta1) if theta1 is not None else float(mparams["theta"]["theta1"])
     th2 = float(theta2) if theta2 is not None else float(mparams["theta"]["theta2"])
-    bt_params = replace(settings.backtest, theta1=th1, theta2=th2,
-                        **({"latency_bars": int(latency_bars)} if latency_bars is not None else {}))
+    latency = int(latency_bars) if latency_bars is not None else settings.backtest.latency_bars
+    bt_params = replace(settings.backtest, theta1=th1, theta2=th2, latency_bars=latency)
     seed = int(settings.kpi["seed"])
     run_params = {"theta1": th1, "theta2": th2, "backtest": bt_params.__dict__, "period": str(per),
                   "timeframe": timeframe, "cost_table": cost_table, "kpi": settings.kpi}
@@ -195,9 +203,9 @@ def run_backtest_cli(
                                 "pass": adopt_flags["trades_per_year"]},
             "passed": adopt_flags["passed"],
         }
-        stamps = {**stamps_common, "data_hash": inp.data_hash}
+        stamps: dict[str, Any] = {**stamps_common, "data_hash": inp.data_hash}
         row: dict[str, Any] = {"pair_id": pair.pair_id, "period": str(per), "timeframe": timeframe,
-                               "trades": int(len(trades)), "theta1": th1, "theta2": th2,
+                               "trades": len(trades), "theta1": th1, "theta2": th2,
                                "latency_bars": bt_params.latency_bars}
         for key, _ in KPI_ROWS:
             row[key] = kpis[key]
@@ -206,9 +214,9 @@ def run_backtest_cli(
                     "passed_theta1": res.counters.passed_theta1, "vetoed_by_ai2": res.counters.vetoed_by_ai2,
                     "adoption_passed": adopt_flags["passed"], **stamps})
         summaries.append(row)
-        trades_all.append(trades.assign(pair_id=pair.pair_id, **stamps))
+        trades_all.append(_stamped(trades, pair.pair_id, stamps))
         deq = daily_equity_frame(res.ts, res.equity, res.initial_capital)
-        equity_all.append(deq.assign(pair_id=pair.pair_id, **stamps))
+        equity_all.append(_stamped(deq, pair.pair_id, stamps))
         kpi_rows = [{"kpi": key, "label": label, "value": kpis[key], "ci_low": ci[key][0], "ci_high": ci[key][1]}
                     for key, label in KPI_ROWS]
         result["pairs"][pair.pair_id] = {"theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption,

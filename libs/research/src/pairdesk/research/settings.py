@@ -11,8 +11,8 @@ from pairdesk.quant.backtest import BacktestParams, ThetaObjectiveParams
 from pairdesk.quant.cv import PurgedKFold
 from pairdesk.quant.dq import DQParams
 from pairdesk.quant.features import FeatureParams
-from pairdesk.quant.metrics import KpiParams
 from pairdesk.quant.labels import LabelParams, RiskLabelParams
+from pairdesk.quant.metrics import KpiParams
 from pairdesk.quant.models import LGBMParams
 from pairdesk.research.config import CONFIG_DIR, ConfigError, load_policy
 from pairdesk.research.universe import TIMEFRAME_MINUTES
@@ -81,7 +81,7 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
     bpd = bars_per_day(timeframe)
     try:
         risk_raw = dict(core["risk_label_ai2"])
-        risk_raw["dd_window_bars"] = int(round(risk_raw.pop("dd_window_business_days") * bpd))
+        risk_raw["dd_window_bars"] = round(risk_raw.pop("dd_window_business_days") * bpd)
         exit_rule = bt["exit_rule"]
         execution = bt["execution"]
         lab = core["label_ai1"]

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-
 from pairdesk.quant.backtest import BacktestParams, grid_search
 from pairdesk.quant.classification import ai1_metrics, ai2_metrics, fold_summary
 from pairdesk.quant.cv import walk_forward_indices, walk_forward_splits
@@ -65,7 +64,7 @@ def normaliser_params(settings: ResearchSettings) -> NormaliserParams:
     """``NormaliserParams`` from ``retrain_policy.yaml`` ``normalisation``."""
     n = settings.normalisation
     return NormaliserParams(
-        winsor_quantiles=tuple(n["winsor_quantiles"]),  # type: ignore[arg-type]
+        winsor_quantiles=(float(n["winsor_quantiles"][0]), float(n["winsor_quantiles"][1])),
         clip_features=tuple(n["clip_features"]),
         clip=float(n["clip"]),
     )
@@ -127,6 +126,34 @@ def _fit(samples: _Samples, idx: np.ndarray, settings: ResearchSettings, ai: str
     )
 
 
+def _oos_metrics(
+    parts: list[tuple[str, pd.DataFrame, pd.DataFrame]],
+    oos: pd.DataFrame,
+    col: str,
+    metric_fn: Callable[[Any, Any], dict[str, float]],
+) -> dict[str, Any]:
+    """Classification metrics of the walk-forward OOS predictions ``col`` against the labels:
+    per walk-forward fold (folds with both classes), their spread, and pooled over all folds."""
+    per_fold: list[dict[str, float]] = []
+    ys, ps = [], []
+    for pair_id, lab, _ in parts:
+        o = oos[oos["pair_id"] == pair_id]
+        joined = lab.join(o[[col, "fold"]], how="inner").dropna(subset=[col])
+        ys.append(joined["y"].to_numpy())
+        ps.append(joined[col].to_numpy())
+        for fold_id, g in joined.groupby("fold"):
+            if g["y"].nunique() == 2:
+                per_fold.append({"fold": float(fold_id), **metric_fn(g["y"], g[col])})  # type: ignore[arg-type]
+    y_all, p_all = np.concatenate(ys), np.concatenate(ps)
+    return {
+        "pooled": metric_fn(y_all, p_all) if len(np.unique(y_all)) == 2 else {},
+        "per_fold": per_fold,
+        "across_folds": fold_summary([{k: v for k, v in m.items() if k != "fold"} for m in per_fold])
+        if per_fold
+        else {},
+    }
+
+
 def _json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _json_safe(v) for k, v in obj.items()}
@@ -161,7 +188,7 @@ def theta_grid_values(settings: ResearchSettings) -> tuple[np.ndarray, np.ndarra
     step = float(r.get("step", 0.02))
 
     def axis(lo: float, hi: float) -> np.ndarray:
-        n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+        n = math.floor((hi - lo) / step + 1e-9) + 1
         return np.round(lo + step * np.arange(n), 10)
 
     return axis(*map(float, r["theta1"])), axis(*map(float, r["theta2"]))
@@ -280,23 +307,11 @@ def train(
         raise ValueError("walk-forward produced no out-of-sample predictions (every fold lacked data)")
     oos = pd.concat(oos_parts).sort_index()
 
-    # walk-forward OOS classification metrics (labels joined on the OOS bars)
-    wf_metrics: dict[str, Any] = {}
-    for ai, parts, col in (("ai1", ai1_parts, "return_prob"), ("ai2", ai2_parts, "risk_score")):
-        per_fold, ys, ps = [], [], []
-        for pair_id, lab, _ in parts:
-            o = oos[oos["pair_id"] == pair_id]
-            j = lab.join(o[[col, "fold"]], how="inner").dropna(subset=[col])
-            ys.append(j["y"].to_numpy())
-            ps.append(j[col].to_numpy())
-            for k, g in j.groupby("fold"):
-                if g["y"].nunique() == 2:
-                    m = ai1_metrics(g["y"], g[col]) if ai == "ai1" else ai2_metrics(g["y"], g[col], theta=settings.theta_initial[1])
-                    per_fold.append({"fold": int(k), **m})
-        y_all, p_all = np.concatenate(ys), np.concatenate(ps)
-        pooled = (ai1_metrics(y_all, p_all) if ai == "ai1" else ai2_metrics(y_all, p_all, theta=settings.theta_initial[1])) if len(np.unique(y_all)) == 2 else {}
-        wf_metrics[ai] = {"pooled": pooled, "per_fold": per_fold,
-                          "across_folds": fold_summary([{k: v for k, v in m.items() if k != "fold"} for m in per_fold]) if per_fold else {}}
+    wf_metrics = {
+        "ai1": _oos_metrics(ai1_parts, oos, "return_prob", ai1_metrics),
+        "ai2": _oos_metrics(ai2_parts, oos, "risk_score",
+                            lambda y, p: ai2_metrics(y, p, theta=settings.theta_initial[1])),
+    }
 
     # --- θ1/θ2 on the OOS predictions ------------------------------------------------------------
     progress("theta grid", 0, 1)
@@ -313,8 +328,8 @@ def train(
 
     # --- artefacts ------------------------------------------------------------------------------
     out_dir.mkdir(parents=True, exist_ok=True)
-    for ai, m in final.items():
-        m.save(out_dir / ai)
+    for ai, model in final.items():
+        model.save(out_dir / ai)
     schema = feature_schema(settings)
     (out_dir / "feature_schema.json").write_text(json.dumps(schema, indent=2, sort_keys=True))
     schema_hash = sha256_json(schema)
@@ -351,9 +366,9 @@ def train(
     }
     metrics = {
         "summary": summary,
-        "cv": {ai: {"per_fold": m.fold_metrics, "across_folds": fold_summary(m.fold_metrics),
-                    "best_iterations": list(m.best_iterations), "num_boost_round": m.num_boost_round}
-               for ai, m in final.items()},
+        "cv": {ai: {"per_fold": model.fold_metrics, "across_folds": fold_summary(model.fold_metrics),
+                    "best_iterations": list(model.best_iterations), "num_boost_round": model.num_boost_round}
+               for ai, model in final.items()},
         "walk_forward": {"folds": wf_records, **wf_metrics},
     }
     (out_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))

@@ -1,0 +1,473 @@
+"""Features v1 for one pair of legs (spec 004 §特徴量仕様 v1), batch computation.
+
+:func:`compute_features` turns two legs of closed OHLC bars into the 21 feature columns of
+:data:`FEATURE_COLUMNS`. It runs the same compiled per-bar update as the live
+:class:`pairdesk.quant.incremental.PairFeatureState` (the batch is a loop over that update), so the
+two agree to the last bit; each bar costs work bounded by the window sizes, independent of the
+history length.
+
+Notes
+-----
+Bars are indexed ``t = 0, 1, ...`` over the **common** timestamps of the two legs (inner join, never
+forward-filled). Windows are in bars; defaults from ``config/pipeline_policy.yaml`` ``features``.
+With ``W_b`` = ``beta_window_bars``, ``W_z`` = ``z_window_bars``, ``W_r`` = ``rho_window_bars``,
+``W_s`` = ``slope_window_bars``, ``W_m`` = ``atr_baseline_median_bars``, ``n`` = ``atr_period``,
+``m`` = ``rsi_period``:
+
+* Prices are logs of the closes: ``p_X,t = ln C_X,t``; log returns ``r_X,t = p_X,t - p_X,t-1``.
+* **Raw beta** ``b_t``: OLS slope of ``p_A`` on ``p_B`` with intercept over bars ``t-W_b+1..t``
+  (centred two-pass sums). With OLS residuals ``e``, if
+  ``std(e, ddof=1) / (MAD(e) / 0.6744897501960817) > huber_mad_ratio`` (``MAD`` about the median, so
+  the denominator is the normal-consistent MAD, "1.4826 * MAD"), the slope is re-estimated by Huber
+  IRLS exactly as ``statsmodels.RLM(p_A, [1, p_B], M=HuberT(t=huber_t)).fit(scale_est='mad')``:
+  start from OLS; scale ``= median(|e|) / 0.67449`` (``statsmodels.robust.scale.mad(e, center=0)``)
+  re-estimated after every weighted fit; weights ``min(1, t / |e / scale|)``; convergence when the
+  change of the deviance ``sum(rho_huber(e / s2))`` (``s2`` = weighted residual variance
+  ``sum(w e^2) / (W_b - 2)``, statsmodels' own criterion) is ``<= huber_tol`` or after
+  ``huber_maxiter`` iterations (counting the start fit); stop early if the scale is 0.
+* **beta** = EMA of the finite raw betas, ``alpha = 1 - 2**(-1 / beta_ema_half_life)``, seeded with the
+  first finite raw beta (= ``pandas.ewm(halflife=72, adjust=False)``); a non-finite raw beta leaves it
+  unchanged.
+* **spread** ``S_t = p_A,t - beta_t * p_B,t`` (log units, intercept omitted), computed once at its own
+  bar from the smoothed beta of that bar. ``S`` exists from the first bar with a finite beta.
+* **z** ``= clip((S_t - mean(S)) / std(S, ddof=1), -z_clip, z_clip)`` over the last ``W_z`` values of
+  the historical ``S`` series (NaN if the std is 0). **z_ema** = EMA of z with
+  ``alpha = 1 - 2**(-1 / z_ema_half_life)`` seeded with the first finite z.
+  ``delta_z = z_t - z_{t-1}``, ``abs_delta_z = |delta_z|``, ``abs_delta_S = |S_t - S_{t-1}|``.
+* **Wilder ATR** (period ``n``): legs ``TR_t = max(H-L, |H-C_{t-1}|, |L-C_{t-1}|)`` in price units,
+  defined from the second bar on (TA-Lib convention: the first bar has no previous close); the first
+  ATR is the mean of the first ``n`` TRs, then ``ATR_t = ((n-1) ATR_{t-1} + TR_t) / n``. Spread:
+  close-only ``TR_t = |S_t - S_{t-1}|``. ``atr_ratio_X = atr_X / median(atr_X over W_m bars)``,
+  ``vol_ratio_spread = atr_spread / median(atr_spread over W_m bars)``; the median windows include
+  the current bar and need ``W_m`` values (NaN if the median is 0).
+* **rsi_spread** (Wilder, period ``m``) on ``dS``: first average gain/loss are the means of the first
+  ``m`` gains/losses, then Wilder smoothing; ``RSI = 100 - 100 / (1 + G/L)``, ``100`` when ``L = 0``.
+* **half_life**: OLS ``dS_t = a + b S_{t-1}`` over the last ``W_z`` pairs ``(S_{t-1}, dS_t)``,
+  ``kappa = -b``, ``half_life = clip(ln 2 / |kappa|, *half_life_clip)`` (``kappa = 0`` gives the upper
+  bound). The spec names no window for it; the spread window ``W_z`` (180) is used.
+* **rho_rolling** = Pearson correlation of ``r_A`` and ``r_B`` over the last ``W_r`` returns;
+  **corr_stability** = ``var(rho_rolling over W_r values, ddof=1)``.
+* **beta_stability** = ``std(beta over W_b values, ddof=1) / (|mean| + beta_stability_eps)``.
+* **ema_gap_spread** = ``EMA_span(ema_fast_span)(S) - EMA_span(ema_slow_span)(S)``,
+  ``alpha = 2 / (span + 1)``, adjust=False, both seeded with the first S.
+* **slope_spread** = OLS slope of the last ``W_s`` values of ``S`` on their bar index, divided by
+  ``std(S over W_z, ddof=1)``; **slope_z** = OLS slope of the last ``W_s`` z values on bar index.
+* Window means and (co)variances are recomputed from the window buffer each bar (centred two-pass),
+  so log prices ~7.6 do not cancel catastrophically; rolling medians keep a sorted window.
+* **Warm-up**: every row with index ``t < params.warmup_bars`` is all-NaN (the state still learns
+  from those bars). ``warmup_bars`` is the first index at which every feature is defined for
+  non-degenerate data (377 with the defaults, set by ``slope_z``: beta from 179, z from 358, 20 z).
+  After the warm-up a feature is NaN only on a degenerate window (zero variance, zero median).
+
+References
+----------
+spec 004 §特徴量仕様 v1 (formulas, windows, "推奨窓長"), §ラベリング 共通前提/データ品質 (alignment);
+``docs/quant-contracts.md`` §Features v1 (the choices above).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pairdesk.quant import _feature_kernels as _k
+
+__all__ = [
+    "FEATURE_COLUMNS",
+    "FeatureParams",
+    "align_pair",
+    "compute_features",
+    "rolling_beta_raw",
+]
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "beta",
+    "spread",
+    "z",
+    "delta_z",
+    "z_ema",
+    "atr_spread",
+    "vol_ratio_spread",
+    "half_life",
+    "rho_rolling",
+    "corr_stability",
+    "beta_stability",
+    "atr_A",
+    "atr_B",
+    "atr_ratio_A",
+    "atr_ratio_B",
+    "ema_gap_spread",
+    "slope_spread",
+    "rsi_spread",
+    "abs_delta_S",
+    "abs_delta_z",
+    "slope_z",
+)
+
+_OHLC = ("open", "high", "low", "close")
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "UTC+00:00", "Z", "Etc/UCT", "UCT", "Universal", "Zulu"})
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Parameters of features v1; defaults are ``config/pipeline_policy.yaml`` ``features``.
+
+    Attributes
+    ----------
+    beta_window_bars : int
+        Window (bars) of the raw rolling beta and of ``beta_stability``. Spec 004: 180.
+    beta_ema_half_life : float
+        Half-life (bars) of the EMA smoothing the raw beta. Spec 004: 72.
+    huber_mad_ratio : float
+        Huber switch: re-estimate beta by Huber IRLS when ``std(e)/(1.4826 MAD(e))`` exceeds it. 2.0.
+    huber_t : float
+        Huber tuning constant (statsmodels ``HuberT`` default 1.345).
+    z_window_bars : int
+        Window (bars) of the spread mean/std for z, of ``half_life`` and of ``std_S``. Spec 004: 180.
+    z_clip : float
+        z is clipped to ``[-z_clip, z_clip]``. Spec 004: 5.
+    z_ema_half_life : float
+        Half-life (bars) of ``z_ema``. Spec 004: 12.
+    atr_period : int
+        Wilder ATR period for the legs and the spread. Spec 004: 14.
+    atr_baseline_median_bars : int
+        Window (bars, current bar included) of the ATR medians in the ratios. Spec 004: 180.
+    rho_window_bars : int
+        Window (log returns) of ``rho_rolling`` and (rho values) of ``corr_stability``. Spec 004: 180.
+    slope_window_bars : int
+        Window (bars) of ``slope_spread`` and ``slope_z``. Spec 004: 20.
+    ema_fast_span, ema_slow_span : int
+        Spans of the two spread EMAs in ``ema_gap_spread``. Spec 004: 12, 26.
+    rsi_period : int
+        Wilder RSI period of the spread. Spec 004: 14.
+    half_life_clip : tuple of float
+        ``(lo, hi)`` bounds of ``half_life`` in bars. Spec 004: ``[1, 240]``.
+    huber_maxiter : int
+        IRLS iteration cap, statsmodels ``RLM.fit`` semantics (start fit counts as 1). Default 50.
+    huber_tol : float
+        IRLS tolerance on the change of the deviance (statsmodels ``conv='dev'``). Default 1e-8.
+    beta_stability_eps : float
+        Added to ``|mean(beta)|`` in ``beta_stability``'s denominator. Spec 004: 1e-6.
+
+    Raises
+    ------
+    ValueError
+        If a window is too short for its statistic or a constant is out of range.
+    """
+
+    beta_window_bars: int = 180
+    beta_ema_half_life: float = 72.0
+    huber_mad_ratio: float = 2.0
+    huber_t: float = 1.345
+    z_window_bars: int = 180
+    z_clip: float = 5.0
+    z_ema_half_life: float = 12.0
+    atr_period: int = 14
+    atr_baseline_median_bars: int = 180
+    rho_window_bars: int = 180
+    slope_window_bars: int = 20
+    ema_fast_span: int = 12
+    ema_slow_span: int = 26
+    rsi_period: int = 14
+    half_life_clip: tuple[float, float] = (1.0, 240.0)
+    huber_maxiter: int = 50
+    huber_tol: float = 1e-8
+    beta_stability_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        ints = {
+            "beta_window_bars": (self.beta_window_bars, 3),
+            "z_window_bars": (self.z_window_bars, 3),
+            "rho_window_bars": (self.rho_window_bars, 3),
+            "slope_window_bars": (self.slope_window_bars, 2),
+            "atr_period": (self.atr_period, 1),
+            "atr_baseline_median_bars": (self.atr_baseline_median_bars, 1),
+            "ema_fast_span": (self.ema_fast_span, 1),
+            "ema_slow_span": (self.ema_slow_span, 1),
+            "rsi_period": (self.rsi_period, 1),
+            "huber_maxiter": (self.huber_maxiter, 1),
+        }
+        for name, (value, lo) in ints.items():
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
+                raise ValueError(f"FeatureParams.{name} must be an integer >= {lo}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("beta_ema_half_life", "huber_mad_ratio", "huber_t", "z_clip", "z_ema_half_life",
+                     "huber_tol", "beta_stability_eps"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(
+                value, int | float | np.integer | np.floating
+            ):
+                raise ValueError(f"FeatureParams.{name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        positives = {
+            "beta_ema_half_life": self.beta_ema_half_life,
+            "huber_mad_ratio": self.huber_mad_ratio,
+            "huber_t": self.huber_t,
+            "z_clip": self.z_clip,
+            "z_ema_half_life": self.z_ema_half_life,
+            "huber_tol": self.huber_tol,
+        }
+        for name, fvalue in positives.items():
+            if not (math.isfinite(fvalue) and fvalue > 0):
+                raise ValueError(f"FeatureParams.{name} must be finite and > 0, got {fvalue!r}")
+        if not (math.isfinite(self.beta_stability_eps) and self.beta_stability_eps >= 0):
+            raise ValueError(
+                f"FeatureParams.beta_stability_eps must be finite and >= 0, got {self.beta_stability_eps!r}"
+            )
+        try:
+            clip = tuple(float(v) for v in self.half_life_clip)
+        except (TypeError, ValueError):
+            clip = ()
+        if len(clip) != 2 or not (0 < clip[0] <= clip[1] < math.inf):
+            raise ValueError(
+                f"FeatureParams.half_life_clip must be (lo, hi) with 0 < lo <= hi < inf, got {self.half_life_clip!r}"
+            )
+        object.__setattr__(self, "half_life_clip", (clip[0], clip[1]))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> FeatureParams:
+        """Build from a mapping such as ``pipeline_policy.yaml`` ``features.value``.
+
+        Unknown keys raise ``ValueError``; missing keys keep their defaults. Integral floats (YAML
+        ``72``) are accepted for the integer windows.
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown feature parameter(s): {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            default = known[key].default
+            if isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+            elif isinstance(default, float):
+                value = float(value)
+            elif isinstance(default, tuple):
+                value = tuple(float(v) for v in value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @property
+    def warmup_bars(self) -> int:
+        """Index of the first row where every feature is defined (377 with the defaults).
+
+        Bars are counted over the common (aligned) timestamps. Rows ``0 .. warmup_bars - 1`` are NaN.
+        """
+        b0 = self.beta_window_bars - 1  # first raw beta, smoothed beta and spread
+        t_z = b0 + self.z_window_bars - 1  # first z
+        starts = (
+            t_z + 1,  # delta_z, abs_delta_z
+            t_z + self.slope_window_bars - 1,  # slope_z
+            b0 + max(self.slope_window_bars, self.z_window_bars) - 1,  # slope_spread
+            b0 + self.z_window_bars,  # half_life
+            b0 + self.atr_period + self.atr_baseline_median_bars - 1,  # vol_ratio_spread
+            b0 + self.rsi_period,  # rsi_spread
+            b0 + self.beta_window_bars - 1,  # beta_stability
+            2 * self.rho_window_bars - 1,  # corr_stability
+            self.atr_period + self.atr_baseline_median_bars - 1,  # atr_ratio_A/B
+        )
+        return max(starts)
+
+    def _packed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel parameter arrays ``(ip, fp)`` (layout in ``_feature_kernels``)."""
+        ip = np.zeros(_k.N_IP, dtype=np.int64)
+        ip[_k.IP_WB] = self.beta_window_bars
+        ip[_k.IP_WZ] = self.z_window_bars
+        ip[_k.IP_WR] = self.rho_window_bars
+        ip[_k.IP_WS] = self.slope_window_bars
+        ip[_k.IP_NATR] = self.atr_period
+        ip[_k.IP_WMED] = self.atr_baseline_median_bars
+        ip[_k.IP_NRSI] = self.rsi_period
+        ip[_k.IP_MAXIT] = self.huber_maxiter
+        ip[_k.IP_C] = max(
+            self.beta_window_bars,
+            self.z_window_bars + 1,
+            self.rho_window_bars,
+            self.slope_window_bars,
+            self.atr_baseline_median_bars,
+        )
+        ip[_k.IP_WARM] = self.warmup_bars
+        fp = np.zeros(_k.N_FP, dtype=np.float64)
+        fp[_k.FP_ABETA] = -math.expm1(-math.log(2.0) / self.beta_ema_half_life)
+        fp[_k.FP_HRATIO] = self.huber_mad_ratio
+        fp[_k.FP_HT] = self.huber_t
+        fp[_k.FP_ZCLIP] = self.z_clip
+        fp[_k.FP_AZ] = -math.expm1(-math.log(2.0) / self.z_ema_half_life)
+        fp[_k.FP_HLLO] = self.half_life_clip[0]
+        fp[_k.FP_HLHI] = self.half_life_clip[1]
+        fp[_k.FP_AFAST] = 2.0 / (self.ema_fast_span + 1.0)
+        fp[_k.FP_ASLOW] = 2.0 / (self.ema_slow_span + 1.0)
+        fp[_k.FP_HTOL] = self.huber_tol
+        fp[_k.FP_BEPS] = self.beta_stability_eps
+        return ip, fp
+
+
+def _check_leg(bars: pd.DataFrame, leg: str) -> None:
+    if not isinstance(bars, pd.DataFrame):
+        raise ValueError(f"bars_{leg} must be a pandas DataFrame, got {type(bars).__name__}")
+    missing = [c for c in _OHLC if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars_{leg} is missing column(s): {', '.join(missing)}")
+    idx = bars.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise ValueError(f"bars_{leg} must be indexed by a tz-aware UTC DatetimeIndex (ts_utc)")
+    if idx.tz is None or str(idx.tz) not in _UTC_NAMES:
+        raise ValueError(f"bars_{leg} index must be tz-aware UTC, got tz={idx.tz!s}")
+    if idx.hasnans:
+        raise ValueError(f"bars_{leg} index contains NaT")
+    if not idx.is_unique:
+        raise ValueError(f"bars_{leg} index has duplicate timestamps")
+    if not idx.is_monotonic_increasing:
+        raise ValueError(f"bars_{leg} index is not sorted (must be strictly increasing)")
+
+
+def align_pair(bars_a: pd.DataFrame, bars_b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Inner-join two legs on their common ``ts_utc`` (never forward-filled).
+
+    Parameters
+    ----------
+    bars_a, bars_b : pandas.DataFrame
+        Bars of each leg indexed by a tz-aware UTC ``DatetimeIndex`` (bar open time), strictly
+        increasing and unique, with at least the columns ``open, high, low, close``.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        Both legs restricted to the common timestamps (all their columns kept), same index named
+        ``ts_utc``.
+
+    Raises
+    ------
+    ValueError
+        Missing OHLC column; index not a UTC ``DatetimeIndex``, unsorted, with duplicates or NaT.
+
+    References
+    ----------
+    spec 004 §ラベリング 共通前提/データ品質; ``docs/quant-contracts.md`` §Bars and alignment.
+    """
+    _check_leg(bars_a, "a")
+    _check_leg(bars_b, "b")
+    common = bars_a.index.intersection(bars_b.index, sort=False).sort_values()
+    ia = bars_a.index.get_indexer(common)
+    ib = bars_b.index.get_indexer(common)
+    out_a = bars_a.iloc[ia]
+    out_b = bars_b.iloc[ib]
+    out_a.index = common.rename("ts_utc")
+    out_b.index = common.rename("ts_utc")
+    return out_a, out_b
+
+
+def _ohlc_array(bars: pd.DataFrame, leg: str) -> np.ndarray:
+    arr = np.ascontiguousarray(bars.loc[:, list(_OHLC)].to_numpy(dtype=np.float64))
+    bad = ~(np.isfinite(arr) & (arr > 0.0))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"bars_{leg} has a NaN, infinite or non-positive price: {_OHLC[col]}={arr[row, col]!r} "
+            f"at {bars.index[row]}"
+        )
+    return arr
+
+
+def compute_features(
+    bars_a: pd.DataFrame, bars_b: pd.DataFrame, params: FeatureParams | None = None
+) -> pd.DataFrame:
+    """Features v1 of the pair (A, B) for every common bar.
+
+    Parameters
+    ----------
+    bars_a, bars_b : pandas.DataFrame
+        Closed bars of leg A and leg B, indexed by a tz-aware UTC ``DatetimeIndex`` (``ts_utc``,
+        bar open time), strictly increasing and unique, float columns ``open, high, low, close``
+        in price units (extra columns ignored). Legs are inner-joined on common timestamps.
+    params : FeatureParams, optional
+        Windows and constants; defaults from ``config/pipeline_policy.yaml``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Shape ``(n_common, 21)``, index = the common timestamps (``ts_utc``, UTC), columns exactly
+        :data:`FEATURE_COLUMNS` in order, float64. Rows ``0 .. params.warmup_bars - 1`` are NaN.
+        Units: ``beta`` elasticity; ``spread``, ``abs_delta_S``, ``atr_spread``,
+        ``ema_gap_spread`` log units; ``z``-family in std units; ``atr_A``/``atr_B`` price units;
+        ``half_life`` bars; ``rsi_spread`` 0..100; ratios dimensionless; slopes per bar.
+
+    Raises
+    ------
+    ValueError
+        Missing column; non-UTC, unsorted or duplicate index; NaN/inf or non-positive price on a
+        common bar; fewer common bars than ``params.warmup_bars + 1``.
+
+    Notes
+    -----
+    Formulas and choices are listed in the module docstring. Every output row depends only on bars
+    at or before its timestamp.
+
+    References
+    ----------
+    spec 004 §特徴量仕様 v1; ``docs/quant-contracts.md`` §Features v1.
+    """
+    p = FeatureParams() if params is None else params
+    a, b = align_pair(bars_a, bars_b)
+    need = p.warmup_bars + 1
+    if len(a) < need:
+        raise ValueError(f"need at least {need} common bars for the warm-up, got {len(a)}")
+    arr_a = _ohlc_array(a, "a")
+    arr_b = _ohlc_array(b, "b")
+    ip, fp = p._packed()
+    si, sf, rb, sw, sc = _k.new_state(ip)
+    out = np.empty((len(a), _k.N_OUT), dtype=np.float64)
+    bad = _k.run_batch(ip, fp, si, sf, rb, sw, sc, arr_a, arr_b, out)
+    if bad >= 0:  # unreachable after _ohlc_array; kept so a kernel refusal can never pass silently
+        raise ValueError(f"invalid price at common bar {bad} ({a.index[bad]})")
+    return pd.DataFrame(out, index=a.index, columns=list(FEATURE_COLUMNS))
+
+
+def rolling_beta_raw(
+    log_a: np.ndarray, log_b: np.ndarray, params: FeatureParams | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (unsmoothed) window beta of ``log_a`` on ``log_b`` with the Huber switch.
+
+    The same window estimator the features use, exposed for diagnostics and tests.
+
+    Parameters
+    ----------
+    log_a, log_b : numpy.ndarray
+        Shape ``(n,)``, log closes of legs A and B on common bars.
+    params : FeatureParams, optional
+        Uses ``beta_window_bars``, ``huber_mad_ratio``, ``huber_t``, ``huber_maxiter``, ``huber_tol``.
+
+    Returns
+    -------
+    beta : numpy.ndarray
+        Shape ``(n,)``, raw beta of the window ending at each bar; NaN for the first
+        ``beta_window_bars - 1`` bars (and on a window where ``log_b`` is constant).
+    huber : numpy.ndarray
+        Shape ``(n,)``, bool: the Huber re-estimate replaced OLS on that window.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ or an input is not finite.
+
+    References
+    ----------
+    spec 004 §特徴量仕様 v1 (β: rolling OLS 180, Huber when the residual ratio exceeds 2.0).
+    """
+    p = FeatureParams() if params is None else params
+    x = np.ascontiguousarray(log_b, dtype=np.float64)
+    y = np.ascontiguousarray(log_a, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(
+            f"log_a and log_b must be 1-d of equal length, got {y.shape} and {x.shape}"
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("log_a and log_b must be finite")
+    return _k.rolling_window_beta(
+        x, y, p.beta_window_bars, p.huber_mad_ratio, p.huber_t, p.huber_maxiter, p.huber_tol
+    )

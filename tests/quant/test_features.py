@@ -1,0 +1,738 @@
+"""Features v1 (spec 004 §特徴量仕様 v1) against independent computations.
+
+The reference pipeline below rebuilds every feature from the raw bars with pandas / numpy /
+statsmodels / scipy only (no code shared with ``pairdesk.quant``), following
+``docs/quant-contracts.md`` §Features v1, and the batch output must agree with it on the real
+2024 XAU/XAG slice. Hand-worked cases pin the Wilder conventions; synthetic windows with injected
+outliers pin the Huber switch against ``statsmodels.RLM``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import yaml
+from numpy.lib.stride_tricks import sliding_window_view
+from pairdesk.quant import _feature_kernels as kern
+from pairdesk.quant.features import (
+    FEATURE_COLUMNS,
+    FeatureParams,
+    align_pair,
+    compute_features,
+    rolling_beta_raw,
+)
+from scipy.stats import median_abs_deviation
+from statsmodels.regression.rolling import RollingOLS
+
+REPO = Path(__file__).resolve().parents[2]
+W = 180  # default windows (beta, z, rho, ATR median)
+WARM = 377  # documented default warm-up: slope_z needs 179 + 179 + 19 bars before it
+
+
+# ----------------------------------------------------------------------------- reference pipeline
+def _window_ols_beta(y: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
+    """Slope of y on x (with intercept) over each full window, centred two-pass in numpy."""
+    xs = sliding_window_view(x, w)
+    ys = sliding_window_view(y, w)
+    dx = xs - xs.mean(axis=1, keepdims=True)
+    dy = ys - ys.mean(axis=1, keepdims=True)
+    return np.r_[np.full(w - 1, np.nan), (dx * dy).sum(axis=1) / (dx * dx).sum(axis=1)]
+
+
+def _huber_ratio(y: np.ndarray, x: np.ndarray, w: int) -> np.ndarray:
+    """std(e, ddof=1) / normal-consistent MAD(e) of the OLS residuals of each window (scipy)."""
+    xs = sliding_window_view(x, w)
+    ys = sliding_window_view(y, w)
+    dx = xs - xs.mean(axis=1, keepdims=True)
+    dy = ys - ys.mean(axis=1, keepdims=True)
+    b = (dx * dy).sum(axis=1) / (dx * dx).sum(axis=1)
+    e = dy - b[:, None] * dx
+    ratio = e.std(axis=1, ddof=1) / median_abs_deviation(e, axis=1, scale="normal")
+    return np.r_[np.full(w - 1, np.nan), ratio]
+
+
+def _rlm_beta(y: np.ndarray, x: np.ndarray) -> float:
+    fit = sm.RLM(y, sm.add_constant(x), M=sm.robust.norms.HuberT()).fit(scale_est="mad")
+    return float(fit.params[1])
+
+
+def _wilder(x: pd.Series, first: int, n: int = 14) -> pd.Series:
+    """Wilder average: seed = mean of x[first-n+1 .. first], then pandas ewm(alpha=1/n, adjust=False)."""
+    s = x.copy()
+    seed = s.iloc[first - n + 1 : first + 1].mean()
+    s.iloc[:first] = np.nan
+    s.iloc[first] = seed
+    return s.ewm(alpha=1.0 / n, adjust=False).mean()
+
+
+def _true_range(d: pd.DataFrame) -> pd.Series:
+    pc = d["close"].shift()
+    parts = pd.concat([d["high"] - d["low"], (d["high"] - pc).abs(), (d["low"] - pc).abs()], axis=1)
+    return parts.max(axis=1, skipna=False)
+
+
+def _rolling_slope(s: pd.Series, w: int) -> pd.Series:
+    v = s.to_numpy()
+    out = np.full(len(v), np.nan)
+    win = sliding_window_view(v, w)
+    ok = np.isfinite(win).all(axis=1)
+    slope = np.full(len(win), np.nan)
+    slope[ok] = np.polyfit(np.arange(w, dtype=float), win[ok].T, 1)[0]
+    out[w - 1 :] = slope
+    return pd.Series(out, index=s.index)
+
+
+def _reference(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, pd.Series]:
+    """All 21 features, default parameters, from pandas/numpy/statsmodels/scipy."""
+    idx = a.index
+    pa = np.log(a["close"])
+    pb = np.log(b["close"])
+    y = pa.to_numpy()
+    x = pb.to_numpy()
+    raw = _window_ols_beta(y, x, W)
+    fired = _huber_ratio(y, x, W) > 2.0
+    for t in np.flatnonzero(fired):
+        raw[t] = _rlm_beta(y[t - W + 1 : t + 1], x[t - W + 1 : t + 1])
+    beta = pd.Series(raw, index=idx).ewm(halflife=72, adjust=False).mean()
+    s = pa - beta * pb
+    mu = s.rolling(W).mean()
+    sd = s.rolling(W).std()
+    z = ((s - mu) / sd).clip(-5.0, 5.0)
+    ds = s.diff()
+    first_ds = W  # first dS at bar 180 (S starts at 179); Wilder seed after 14 of them
+    ref = {
+        "beta": beta,
+        "spread": s,
+        "z": z,
+        "delta_z": z.diff(),
+        "z_ema": z.ewm(halflife=12, adjust=False).mean(),
+        "abs_delta_S": ds.abs(),
+        "abs_delta_z": z.diff().abs(),
+        "atr_A": _wilder(_true_range(a), 14),
+        "atr_B": _wilder(_true_range(b), 14),
+        "atr_spread": _wilder(ds.abs(), first_ds + 13),
+        "ema_gap_spread": s.ewm(span=12, adjust=False).mean() - s.ewm(span=26, adjust=False).mean(),
+        "slope_spread": _rolling_slope(s, 20) / sd,
+        "slope_z": _rolling_slope(z, 20),
+    }
+    for leg in ("A", "B"):
+        ref[f"atr_ratio_{leg}"] = ref[f"atr_{leg}"] / ref[f"atr_{leg}"].rolling(W).median()
+    ref["vol_ratio_spread"] = ref["atr_spread"] / ref["atr_spread"].rolling(W).median()
+    gain = _wilder(ds.clip(lower=0.0), first_ds + 13)
+    loss = _wilder((-ds).clip(lower=0.0), first_ds + 13)
+    ref["rsi_spread"] = 100.0 - 100.0 / (1.0 + gain / loss)
+    ra = pa.diff()
+    rb = pb.diff()
+    ref["rho_rolling"] = ra.rolling(W).corr(rb)
+    ref["corr_stability"] = ref["rho_rolling"].rolling(W).var()
+    ref["beta_stability"] = beta.rolling(W).std() / (beta.rolling(W).mean().abs() + 1e-6)
+    sv = s.to_numpy()
+    xs = sliding_window_view(sv[:-1], W)  # S_{t-1} over t-179..t
+    dys = sliding_window_view(np.diff(sv), W)
+    dxc = xs - xs.mean(axis=1, keepdims=True)
+    slope = (dxc * (dys - dys.mean(axis=1, keepdims=True))).sum(axis=1) / (dxc * dxc).sum(axis=1)
+    ref["half_life"] = pd.Series(
+        np.r_[np.full(W, np.nan), np.clip(np.log(2.0) / np.abs(slope), 1.0, 240.0)], index=idx
+    )
+    return ref
+
+
+# ------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def metals(
+    metals_2024: tuple[pd.DataFrame, pd.DataFrame],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    a, b = align_pair(*metals_2024)
+    return a, b, compute_features(a, b)
+
+
+@pytest.fixture(scope="module")
+def reference(metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> dict[str, pd.Series]:
+    a, b, _ = metals
+    return _reference(a, b)
+
+
+def _random_walk_bars(
+    n: int, seed: int, start: str = "2024-01-01", scale: tuple[float, float] = (2000.0, 25.0)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded cointegrated-ish log random walks with OHLC around the closes (hourly, UTC)."""
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range(start, periods=n, freq="1h", tz="UTC", name="ts_utc")
+    common = np.cumsum(rng.normal(0.0, 0.004, n))
+    legs = []
+    for lvl, own in zip(scale, (0.002, 0.003), strict=True):
+        logc = (
+            np.log(lvl)
+            + common * (1.0 if lvl == scale[0] else 1.4)
+            + np.cumsum(rng.normal(0.0, own, n))
+        )
+        close = np.exp(logc)
+        opn = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0.0, 0.0005, n))
+        hi = np.maximum(opn, close) * np.exp(np.abs(rng.normal(0.0, 0.002, n)))
+        lo = np.minimum(opn, close) * np.exp(-np.abs(rng.normal(0.0, 0.002, n)))
+        legs.append(pd.DataFrame({"open": opn, "high": hi, "low": lo, "close": close}, index=idx))
+    return legs[0], legs[1]
+
+
+def _assert_close(
+    mine: pd.Series, ref: pd.Series, *, rtol: float = 1e-9, atol: float = 1e-9
+) -> None:
+    m = mine.to_numpy()[WARM:]
+    r = ref.to_numpy()[WARM:]
+    assert np.isfinite(r).all(), "reference undefined after the warm-up"
+    np.testing.assert_allclose(m, r, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------------- shape and warm-up
+def test_output_frame(metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+    a, _, f = metals
+    assert tuple(f.columns) == FEATURE_COLUMNS
+    assert len(FEATURE_COLUMNS) == 21
+    assert f.index.equals(a.index)
+    assert f.index.name == "ts_utc"
+    assert str(f.index.tz) == "UTC"
+    assert (f.dtypes == np.float64).all()
+    assert len(f) > 5800
+
+
+def test_warmup_rows_nan_first_full_row(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    _, _, f = metals
+    assert FeatureParams().warmup_bars == WARM
+    vals = f.to_numpy()
+    assert np.isnan(vals[:WARM]).all()
+    assert np.isfinite(vals[WARM:]).all()
+
+
+def _unmasked_first_finite(a: pd.DataFrame, b: pd.DataFrame, p: FeatureParams) -> np.ndarray:
+    """First finite row of each feature with the warm-up row mask switched off (kernel level)."""
+    ip, fp = p._packed()
+    ip[kern.IP_WARM] = 0
+    state = kern.new_state(ip)
+    arr_a = np.ascontiguousarray(a[["open", "high", "low", "close"]].to_numpy())
+    arr_b = np.ascontiguousarray(b[["open", "high", "low", "close"]].to_numpy())
+    out = np.empty((len(a), kern.N_OUT))
+    assert kern.run_batch(ip, fp, *state, arr_a, arr_b, out) == -1
+    fin = np.isfinite(out)
+    assert fin[fin.argmax(axis=0).max() :].all(), "a feature went undefined after starting"
+    return fin.argmax(axis=0)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        FeatureParams(),
+        FeatureParams(beta_window_bars=12, z_window_bars=9, rho_window_bars=7, slope_window_bars=5,
+                      atr_period=4, atr_baseline_median_bars=6, rsi_period=3),
+        FeatureParams(beta_window_bars=5, z_window_bars=4, rho_window_bars=30, slope_window_bars=8,
+                      atr_period=3, atr_baseline_median_bars=3, rsi_period=2),
+        FeatureParams(beta_window_bars=4, z_window_bars=3, rho_window_bars=3, slope_window_bars=2,
+                      atr_period=20, atr_baseline_median_bars=25, rsi_period=30),
+    ],
+)  # fmt: skip
+def test_warmup_bars_is_first_fully_defined_row(params: FeatureParams) -> None:
+    a, b = _random_walk_bars(params.warmup_bars + 60, seed=11)
+    first = _unmasked_first_finite(a, b, params)
+    assert first.max() == params.warmup_bars
+    f = compute_features(a, b, params)
+    assert np.isnan(f.to_numpy()[: params.warmup_bars]).all()
+    assert np.isfinite(f.to_numpy()[params.warmup_bars :]).all()
+    # each feature starts where the module docstring says
+    b0 = params.beta_window_bars - 1
+    tz = b0 + params.z_window_bars - 1
+    expected = {
+        "beta": b0, "spread": b0, "ema_gap_spread": b0, "abs_delta_S": b0 + 1, "z": tz, "z_ema": tz,
+        "delta_z": tz + 1, "abs_delta_z": tz + 1, "slope_z": tz + params.slope_window_bars - 1,
+        "half_life": b0 + params.z_window_bars,
+        "slope_spread": b0 + max(params.slope_window_bars, params.z_window_bars) - 1,
+        "atr_spread": b0 + params.atr_period,
+        "vol_ratio_spread": b0 + params.atr_period + params.atr_baseline_median_bars - 1,
+        "rsi_spread": b0 + params.rsi_period, "beta_stability": b0 + params.beta_window_bars - 1,
+        "rho_rolling": params.rho_window_bars, "corr_stability": 2 * params.rho_window_bars - 1,
+        "atr_A": params.atr_period, "atr_B": params.atr_period,
+        "atr_ratio_A": params.atr_period + params.atr_baseline_median_bars - 1,
+        "atr_ratio_B": params.atr_period + params.atr_baseline_median_bars - 1,
+    }  # fmt: skip
+    assert dict(zip(FEATURE_COLUMNS, first.tolist(), strict=True)) == expected
+
+
+# ---------------------------------------------------------------------------------- raw beta
+def test_raw_beta_vs_statsmodels_rolling_ols(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    a, b, _ = metals
+    y = np.log(a["close"].to_numpy())
+    x = np.log(b["close"].to_numpy())
+    raw, huber = rolling_beta_raw(y, x)
+    assert np.isnan(raw[: W - 1]).all()
+    assert np.isfinite(raw[W - 1 :]).all()
+    rolling = RollingOLS(y, sm.add_constant(x), window=W).fit(params_only=True).params[:, 1]
+    ols = ~huber & np.isfinite(rolling)
+    assert ols.sum() > 5000
+    # RollingOLS updates running cross-products, which costs it ~1e-9 on log prices ~3..8
+    np.testing.assert_allclose(raw[ols], rolling[ols], rtol=0, atol=5e-9)
+    # exact per-window OLS fits on a sample of windows
+    for t in np.flatnonzero(ols)[::397]:
+        fit = sm.OLS(y[t - W + 1 : t + 1], sm.add_constant(x[t - W + 1 : t + 1])).fit()
+        assert raw[t] == pytest.approx(fit.params[1], rel=1e-12, abs=1e-13)
+
+
+def test_huber_switch_matches_residual_ratio(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    a, b, _ = metals
+    y = np.log(a["close"].to_numpy())
+    x = np.log(b["close"].to_numpy())
+    _, huber = rolling_beta_raw(y, x)
+    ratio = _huber_ratio(y, x, W)
+    np.testing.assert_array_equal(huber, ratio > 2.0)
+    assert 0 < huber.sum() < 0.05 * len(huber)  # it fires on real data, rarely
+
+
+def test_huber_beta_vs_statsmodels_rlm_real(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    a, b, _ = metals
+    y = np.log(a["close"].to_numpy())
+    x = np.log(b["close"].to_numpy())
+    raw, huber = rolling_beta_raw(y, x)
+    fired = np.flatnonzero(huber)
+    for t in fired[:: max(1, len(fired) // 12)]:
+        assert raw[t] == pytest.approx(
+            _rlm_beta(y[t - W + 1 : t + 1], x[t - W + 1 : t + 1]), abs=1e-9
+        )
+
+
+def test_huber_beta_vs_statsmodels_rlm_outliers() -> None:
+    rng = np.random.default_rng(2024)
+    n = 400
+    x = np.log(25.0) + np.cumsum(rng.normal(0.0, 0.004, n))
+    y = 1.2 + 0.8 * x + rng.normal(0.0, 0.002, n)
+    spikes = rng.choice(np.arange(200, 260), size=8, replace=False)
+    y[spikes] += rng.choice([-1.0, 1.0], size=8) * 0.05  # 25-sigma outliers
+    p = FeatureParams(beta_window_bars=120)
+    raw, huber = rolling_beta_raw(y, x, p)
+    ratio = _huber_ratio(y, x, 120)
+    np.testing.assert_array_equal(huber, ratio > 2.0)
+    assert huber[259:320].all()  # windows holding all eight outliers
+    assert not huber[119:200].any()  # clean windows: Gaussian residuals, ratio ~1
+    checked = np.flatnonzero(huber)[::5]
+    gaps = []
+    for t in checked:
+        rlm = _rlm_beta(y[t - 119 : t + 1], x[t - 119 : t + 1])
+        assert raw[t] == pytest.approx(rlm, abs=1e-10)
+        gaps.append(abs(rlm - np.polyfit(x[t - 119 : t + 1], y[t - 119 : t + 1], 1)[0]))
+    assert len(checked) >= 10
+    assert np.median(gaps) > 1e-3  # the robust fit really differs from OLS on these windows
+
+
+def test_huber_settings_follow_params() -> None:
+    rng = np.random.default_rng(7)
+    x = np.cumsum(rng.normal(0.0, 0.01, 60)) + 3.0
+    y = 0.5 * x + rng.normal(0.0, 0.001, 60)
+    y[[10, 30, 50]] += 0.2
+    p = FeatureParams(beta_window_bars=60, huber_t=2.0, huber_maxiter=5, huber_tol=1e-12)
+    raw, huber = rolling_beta_raw(y, x, p)
+    assert huber[59]
+    fit = sm.RLM(y, sm.add_constant(x), M=sm.robust.norms.HuberT(t=2.0)).fit(
+        scale_est="mad", maxiter=5, tol=1e-12
+    )
+    assert raw[59] == pytest.approx(fit.params[1], abs=1e-12)
+    never = FeatureParams(beta_window_bars=60, huber_mad_ratio=1e6)
+    raw_ols, huber_ols = rolling_beta_raw(y, x, never)
+    assert not huber_ols.any()
+    assert raw_ols[59] == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-12)
+
+
+# ------------------------------------------------------------------- features vs the reference
+@pytest.mark.parametrize("col", ["beta", "spread"])
+def test_beta_ewm_and_spread(
+    col: str,
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    reference: dict[str, pd.Series],
+) -> None:
+    _assert_close(metals[2][col], reference[col], rtol=1e-11, atol=1e-12)
+
+
+def test_beta_is_ewm_of_own_raw_beta(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    a, b, f = metals
+    raw, _ = rolling_beta_raw(np.log(a["close"].to_numpy()), np.log(b["close"].to_numpy()))
+    ewm = pd.Series(raw, index=f.index).ewm(halflife=72, adjust=False).mean()
+    _assert_close(f["beta"], ewm, rtol=1e-13, atol=1e-14)
+    spread = np.log(a["close"]) - f["beta"] * np.log(b["close"])
+    _assert_close(f["spread"], spread, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "col",
+    ["z", "delta_z", "abs_delta_z", "z_ema", "abs_delta_S", "rho_rolling", "corr_stability",
+     "beta_stability", "ema_gap_spread", "slope_spread", "slope_z", "half_life"],
+)  # fmt: skip
+def test_rolling_features_vs_pandas(
+    col: str,
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    reference: dict[str, pd.Series],
+) -> None:
+    _assert_close(metals[2][col], reference[col])
+
+
+@pytest.mark.parametrize(
+    "col",
+    [
+        "atr_A",
+        "atr_B",
+        "atr_ratio_A",
+        "atr_ratio_B",
+        "atr_spread",
+        "vol_ratio_spread",
+        "rsi_spread",
+    ],
+)
+def test_wilder_and_medians_vs_pandas(
+    col: str,
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    reference: dict[str, pd.Series],
+) -> None:
+    _assert_close(metals[2][col], reference[col])
+
+
+def test_z_is_clipped_and_ratios_positive(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    f = metals[2].iloc[WARM:]
+    assert f["z"].abs().max() <= 5.0
+    assert f["half_life"].between(1.0, 240.0).all()
+    assert f["rsi_spread"].between(0.0, 100.0).all()
+    assert (f[["atr_A", "atr_B", "atr_spread", "atr_ratio_A", "vol_ratio_spread"]] > 0).all().all()
+    assert f["rho_rolling"].abs().max() <= 1.0
+
+
+def test_z_clip_engages() -> None:
+    a, b = _random_walk_bars(120, seed=5)
+    close = a["close"].to_numpy().copy()
+    close[100:] *= 4.0  # a jump in A moves S by ln 4 (far beyond 5 sigma of the window)
+    a = a.assign(close=close, high=np.maximum(a["high"], close), low=np.minimum(a["low"], close))
+    p = FeatureParams(beta_window_bars=30, z_window_bars=60, rho_window_bars=20, slope_window_bars=5,
+                      atr_baseline_median_bars=20)  # fmt: skip
+    f = compute_features(a, b, p)
+    assert p.warmup_bars < 100
+    assert f["z"].iloc[100] == 5.0
+    assert f["z"].iloc[:100].abs().max() < 5.0
+
+
+def test_half_life_vs_statsmodels_ols(
+    metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    _, _, f = metals
+    s = f["spread"].to_numpy()
+    rows = np.arange(WARM + W, len(s), 613)  # the window needs S from the output (valid >= WARM)
+    assert len(rows) >= 8
+    for t in rows:
+        x = s[t - W : t]
+        dy = s[t - W + 1 : t + 1] - x
+        kappa = -sm.OLS(dy, sm.add_constant(x)).fit().params[1]
+        expected = float(np.clip(np.log(2.0) / abs(kappa), 1.0, 240.0))
+        assert f["half_life"].iloc[t] == pytest.approx(expected, rel=1e-9)
+    assert (f["half_life"] == 240.0).any()  # the upper clip is exercised on real data
+
+
+def test_slopes_vs_statsmodels_ols(metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+    _, _, f = metals
+    s = f["spread"].to_numpy()
+    z = f["z"].to_numpy()
+    idx = np.arange(20, dtype=float)
+    for t in range(WARM + W, len(s), 911):
+        sd = np.std(s[t - W + 1 : t + 1], ddof=1)
+        bs = sm.OLS(s[t - 19 : t + 1], sm.add_constant(idx)).fit().params[1]
+        bz = sm.OLS(z[t - 19 : t + 1], sm.add_constant(idx)).fit().params[1]
+        assert f["slope_spread"].iloc[t] == pytest.approx(bs / sd, rel=1e-9, abs=1e-12)
+        assert f["slope_z"].iloc[t] == pytest.approx(bz, rel=1e-9, abs=1e-12)
+
+
+# --------------------------------------------------------------------- hand-worked Wilder case
+def _hand_case() -> tuple[pd.DataFrame, pd.DataFrame, FeatureParams]:
+    """18 bars. Leg B's close is 1.0 from bar 2 on, so ln C_B = 0 and S_t = ln C_A,t exactly.
+
+    Leg B true ranges (C_prev -> H/L): bar1: C0=2, H=3, L=2.5 -> max(0.5, |3-2|=1, 0.5) = 1
+    (gap up); bar2: C1=3, H=1.5, L=1 -> max(0.5, 1.5, |1-3|=2) = 2 (gap down); bars 3..14:
+    H=1.5, L=0.5 -> 1; bar15: H=2.5, L=0.5 -> 2; bar16: H=1.5, L=0.5 -> 1; bar17: H=1.25, L=1 -> 0.25.
+    Leg A closes: 100 at bars 0..2, then log increments dS = +0.02, -0.01 alternating (bars 3..16,
+    7 gains and 7 losses), then -0.03 at bar 17.
+    """
+    n = 18
+    idx = pd.date_range("2025-03-03", periods=n, freq="1h", tz="UTC", name="ts_utc")
+    dS = np.r_[np.zeros(3), np.tile([0.02, -0.01], 7), -0.03]
+    ca = 100.0 * np.exp(np.cumsum(dS))
+    a = pd.DataFrame({"open": ca, "high": ca, "low": ca, "close": ca}, index=idx)
+    hb = np.r_[2.0, 3.0, 1.5, np.full(12, 1.5), 2.5, 1.5, 1.25]
+    lb = np.r_[2.0, 2.5, 1.0, np.full(12, 0.5), 0.5, 0.5, 1.0]
+    cb = np.r_[2.0, 3.0, np.ones(16)]
+    b = pd.DataFrame({"open": cb, "high": hb, "low": lb, "close": cb}, index=idx)
+    p = FeatureParams(beta_window_bars=3, z_window_bars=3, rho_window_bars=3, slope_window_bars=2,
+                      atr_period=14, atr_baseline_median_bars=1, rsi_period=14)  # fmt: skip
+    return a, b, p
+
+
+def test_wilder_atr_rsi_hand_worked() -> None:
+    a, b, p = _hand_case()
+    assert p.warmup_bars == 16  # RSI and spread ATR: S from bar 2, 14 changes -> bar 16
+    f = compute_features(a, b, p)
+    assert np.isnan(f.iloc[:16].to_numpy()).all()
+    # leg B: TR_1..TR_14 = 1, 2, 1 x 12 -> ATR_14 = 15/14; ATR_15 = (13*15/14 + 2)/14 = 223/196
+    # ATR_16 = (13*223/196 + 1)/14 = 3095/2744; ATR_17 = (13*3095/2744 + 0.25)/14 = 40921/38416
+    assert f["atr_B"].iloc[16] == pytest.approx(3095 / 2744, rel=1e-14)
+    assert f["atr_B"].iloc[17] == pytest.approx(40921 / 38416, rel=1e-14)
+    # spread: first 14 |dS| average (7*0.02 + 7*0.01)/14 = 0.015; then (13*0.015 + 0.03)/14
+    assert f["spread"].iloc[16] == pytest.approx(np.log(100.0) + 0.07, rel=1e-14)
+    assert f["atr_spread"].iloc[16] == pytest.approx(0.015, rel=1e-12)
+    assert f["atr_spread"].iloc[17] == pytest.approx(0.225 / 14, rel=1e-12)
+    assert f["abs_delta_S"].iloc[17] == pytest.approx(0.03, rel=1e-12)
+    # RSI: avg gain 0.14/14 = 0.01, avg loss 0.07/14 = 0.005 -> RS 2 -> 100 - 100/3
+    assert f["rsi_spread"].iloc[16] == pytest.approx(200.0 / 3.0, rel=1e-11)
+    # then gain 13*0.01/14, loss (13*0.005 + 0.03)/14 -> RS = 0.13/0.095 -> 100*0.13/0.225 = 520/9
+    assert f["rsi_spread"].iloc[17] == pytest.approx(520.0 / 9.0, rel=1e-11)
+    assert f["vol_ratio_spread"].iloc[17] == 1.0  # median over 1 bar is the value itself
+
+
+def test_wilder_hand_case_matches_pandas_ewm() -> None:
+    a, b, p = _hand_case()
+    f = compute_features(a, b, p)
+    atr_b = _wilder(_true_range(b), 14)
+    np.testing.assert_allclose(f["atr_B"].iloc[16:], atr_b.iloc[16:], rtol=1e-14)
+    ds = np.log(a["close"]).diff()
+    gain = _wilder(ds.clip(lower=0.0), 16)
+    loss = _wilder((-ds).clip(lower=0.0), 16)
+    np.testing.assert_allclose(
+        f["rsi_spread"].iloc[16:], 100 - 100 / (1 + gain / loss).iloc[16:], rtol=1e-11
+    )
+
+
+def test_rsi_is_100_without_losses() -> None:
+    a, b, p = _hand_case()
+    close = 100.0 * np.exp(np.r_[np.zeros(3), np.cumsum(np.full(15, 0.01))])
+    a = pd.DataFrame({"open": close, "high": close, "low": close, "close": close}, index=a.index)
+    f = compute_features(a, b, p)
+    assert (f["rsi_spread"].iloc[16:] == 100.0).all()
+
+
+# ----------------------------------------------------------------------------------- look-ahead
+def test_no_look_ahead(metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+    a, b, f = metals
+    rng = np.random.default_rng(99)
+    t_cut = 3000
+    pert_a = a.copy()
+    pert_b = b.copy()
+    cols = ["open", "high", "low", "close"]
+    future = a.index[t_cut + 1 :]
+    for orig, pert in ((a, pert_a), (b, pert_b)):
+        factors = rng.uniform(0.8, 1.25, (len(future), 1))
+        pert.loc[future, cols] = orig.loc[future, cols].to_numpy() * factors
+    g = compute_features(pert_a, pert_b)
+    pd.testing.assert_frame_equal(g.iloc[: t_cut + 1], f.iloc[: t_cut + 1], check_exact=True)
+    assert not np.allclose(g["z"].iloc[t_cut + 1 :], f["z"].iloc[t_cut + 1 :])
+    # dropping the future entirely changes nothing either
+    h = compute_features(a.iloc[: t_cut + 1], b.iloc[: t_cut + 1])
+    pd.testing.assert_frame_equal(h, f.iloc[: t_cut + 1], check_exact=True)
+
+
+# -------------------------------------------------------------------------------- alignment
+def test_align_pair_inner_join_no_fill(metals_2024: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    a, b = metals_2024
+    b_holes = b.drop(b.index[[500, 501, 502, 3000]])
+    a_holes = a.drop(a.index[[10, 4000]])
+    aa, bb = align_pair(a_holes, b_holes)
+    common = a_holes.index.intersection(b_holes.index)
+    assert aa.index.equals(common)
+    assert bb.index.equals(common)
+    assert aa.index.name == "ts_utc"
+    pd.testing.assert_frame_equal(aa, a_holes.loc[common].rename_axis("ts_utc"))
+    pd.testing.assert_frame_equal(bb, b_holes.loc[common].rename_axis("ts_utc"))
+    f = compute_features(a_holes, b_holes)
+    assert f.index.equals(common)
+    assert b.index[500] not in f.index
+
+
+def test_extra_columns_ignored(metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+    a, b, f = metals
+    g = compute_features(
+        a.assign(symbol="XAUUSD", spike=False), b[["close", "low", "high", "open"]]
+    )
+    pd.testing.assert_frame_equal(g, f, check_exact=True)
+
+
+def test_crypto_runs_clean(crypto_2025: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    a, b = crypto_2025
+    f = compute_features(a, b)
+    common = a.index.intersection(b.index)
+    assert f.index.equals(common)
+    assert len(f) > 4000
+    assert np.isnan(f.to_numpy()[:WARM]).all()
+    assert np.isfinite(f.to_numpy()[WARM:]).all()
+    assert f["z"].abs().max() <= 5.0
+
+
+# ------------------------------------------------------------------------------------ errors
+def _small() -> tuple[pd.DataFrame, pd.DataFrame, FeatureParams]:
+    p = FeatureParams(beta_window_bars=10, z_window_bars=10, rho_window_bars=10, slope_window_bars=5,
+                      atr_period=3, atr_baseline_median_bars=5, rsi_period=3)  # fmt: skip
+    a, b = _random_walk_bars(p.warmup_bars + 5, seed=3)
+    return a, b, p
+
+
+def test_error_missing_column() -> None:
+    a, b, p = _small()
+    with pytest.raises(ValueError, match=r"bars_b is missing column.*high"):
+        compute_features(a, b.drop(columns="high"), p)
+
+
+def test_error_naive_index() -> None:
+    a, b, p = _small()
+    with pytest.raises(ValueError, match="bars_a index must be tz-aware UTC"):
+        compute_features(a.tz_localize(None), b, p)
+
+
+def test_error_non_utc_index() -> None:
+    a, b, p = _small()
+    with pytest.raises(ValueError, match="bars_b index must be tz-aware UTC"):
+        compute_features(a, b.tz_convert("America/New_York"), p)
+
+
+def test_error_not_datetime_index() -> None:
+    a, b, p = _small()
+    with pytest.raises(ValueError, match="bars_a must be indexed by a tz-aware UTC DatetimeIndex"):
+        compute_features(a.reset_index(drop=True), b, p)
+
+
+def test_error_unsorted_index() -> None:
+    a, b, p = _small()
+    with pytest.raises(ValueError, match="bars_a index is not sorted"):
+        compute_features(a.iloc[::-1], b, p)
+
+
+def test_error_duplicate_index() -> None:
+    a, b, p = _small()
+    with pytest.raises(ValueError, match="bars_b index has duplicate timestamps"):
+        compute_features(a, pd.concat([b, b.iloc[[7]]]).sort_index(), p)
+
+
+@pytest.mark.parametrize("bad", [np.nan, 0.0, -1.0, np.inf])
+def test_error_bad_price(bad: float) -> None:
+    a, b, p = _small()
+    a = a.copy()
+    a.iloc[12, a.columns.get_loc("low")] = bad
+    with pytest.raises(ValueError, match="bars_a has a NaN, infinite or non-positive price: low="):
+        compute_features(a, b, p)
+
+
+def test_bad_price_off_the_common_bars_is_ignored() -> None:
+    a, b, p = _small()
+    extra = pd.DataFrame({"open": [np.nan], "high": [1.0], "low": [1.0], "close": [1.0]},
+                         index=pd.DatetimeIndex([a.index[-1] + pd.Timedelta("1h")], tz="UTC"))  # fmt: skip
+    compute_features(pd.concat([a, extra]), b, p)  # the NaN bar has no partner in leg B
+
+
+def test_error_too_few_common_bars() -> None:
+    a, b, p = _small()
+    need = p.warmup_bars + 1
+    compute_features(a.iloc[:need], b, p)
+    with pytest.raises(
+        ValueError, match=f"need at least {need} common bars for the warm-up, got {need - 1}"
+    ):
+        compute_features(a.iloc[: need - 1], b, p)
+    with pytest.raises(
+        ValueError, match=f"need at least {need} common bars for the warm-up, got 0"
+    ):
+        compute_features(a.iloc[:20], b.iloc[40:], p)
+
+
+def test_rolling_beta_raw_errors() -> None:
+    with pytest.raises(ValueError, match="1-d of equal length"):
+        rolling_beta_raw(np.zeros(200), np.zeros(199))
+    with pytest.raises(ValueError, match="must be finite"):
+        rolling_beta_raw(np.r_[np.nan, np.zeros(199)], np.zeros(200))
+
+
+# ------------------------------------------------------------------------------------ params
+def test_params_defaults_match_config() -> None:
+    cfg = yaml.safe_load((REPO / "config" / "pipeline_policy.yaml").read_text())["features"][
+        "value"
+    ]
+    from_cfg = FeatureParams.from_mapping(cfg)
+    assert from_cfg == FeatureParams()
+    assert repr(from_cfg) == repr(FeatureParams())  # canonical types (72 -> 72.0, list -> tuple)
+    d = FeatureParams()
+    assert (d.beta_window_bars, d.beta_ema_half_life, d.huber_mad_ratio, d.huber_t) == (
+        180,
+        72.0,
+        2.0,
+        1.345,
+    )
+    assert (d.z_window_bars, d.z_clip, d.z_ema_half_life, d.atr_period) == (180, 5.0, 12.0, 14)
+    assert (d.atr_baseline_median_bars, d.rho_window_bars, d.slope_window_bars) == (180, 180, 20)
+    assert (d.ema_fast_span, d.ema_slow_span, d.rsi_period, d.half_life_clip) == (
+        12,
+        26,
+        14,
+        (1.0, 240.0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"beta_window_bars": 2}, "beta_window_bars must be an integer >= 3"),
+        ({"slope_window_bars": 1}, "slope_window_bars must be an integer >= 2"),
+        ({"atr_period": 2.5}, "atr_period must be an integer"),
+        ({"z_clip": 0.0}, "z_clip must be finite and > 0"),
+        ({"beta_ema_half_life": float("nan")}, "beta_ema_half_life must be finite and > 0"),
+        ({"half_life_clip": (5.0, 1.0)}, "half_life_clip must be"),
+        ({"half_life_clip": (1.0,)}, "half_life_clip must be"),
+        ({"beta_stability_eps": -1.0}, "beta_stability_eps must be finite and >= 0"),
+    ],
+)
+def test_params_validation(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        FeatureParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_params_from_mapping_unknown_key() -> None:
+    with pytest.raises(ValueError, match=r"unknown feature parameter.*beta_windw"):
+        FeatureParams.from_mapping({"beta_windw": 10})
+
+
+# ---------------------------------------------------------------- kernel building blocks
+def test_sorted_window_median_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    vals = rng.integers(0, 6, 400).astype(float)  # many ties
+    for wmed in (1, 2, 5, 8):
+        sw = np.zeros((3, wmed))
+        for t, v in enumerate(vals):
+            has_old = t >= wmed
+            kern._sorted_push(
+                sw, 0, wmed if has_old else t, vals[t - wmed] if has_old else 0.0, has_old, v
+            )
+            fill = min(t + 1, wmed)
+            window = vals[max(0, t - wmed + 1) : t + 1]
+            np.testing.assert_array_equal(sw[0, :fill], np.sort(window))
+            if fill == wmed:
+                assert kern._sorted_median(sw, 0, wmed) == np.median(window)
+
+
+def test_banded_median_exact() -> None:
+    rng = np.random.default_rng(8)
+    buf = np.empty(64)
+    for _ in range(300):
+        n = int(rng.integers(1, 64))
+        v = np.round(rng.normal(0.0, 1.0, n), int(rng.integers(0, 3)))  # ties sometimes
+        guess = float(rng.normal(0.0, 1.0))
+        width = float(rng.choice([0.0, 0.05, 0.3, 3.0]))
+        before = v.copy()
+        assert kern._median_banded(v, n, guess, width, buf) == np.median(v)
+        np.testing.assert_array_equal(v, before)
