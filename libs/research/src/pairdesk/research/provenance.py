@@ -73,7 +73,8 @@ def frame_hash(*frames: pd.DataFrame) -> str:
     """SHA-256 over index (int64 ns) and float64 values of the given frames — the ``data_hash``."""
     h = hashlib.sha256()
     for f in frames:
-        h.update(np.asarray(f.index.asi8 if isinstance(f.index, pd.DatetimeIndex) else f.index).tobytes())
+        idx = f.index.as_unit("ns").asi8 if isinstance(f.index, pd.DatetimeIndex) else np.asarray(f.index)
+        h.update(np.asarray(idx).tobytes())
         h.update(np.ascontiguousarray(f.to_numpy(dtype=np.float64)).tobytes())
         h.update(",".join(map(str, f.columns)).encode())
     return h.hexdigest()
