@@ -18,11 +18,16 @@ variances ~1e-4); the shift only changes rounding at the 1e-16 relative level.
 
 Medians are exact order statistics (numpy's definition: mean of the two middle values for an even
 count): the ATR medians keep a sorted window (binary search, one shift of the elements between the
-removed and the inserted position); the median of the OLS residuals uses a quickselect restricted to
-the values inside a band around the previous bar's median (falling back to the full window when the
-band misses). The Huber switch decides ``MAD < std * 0.67449 / ratio`` by counting deviations
-below / above that threshold with a 1e-9 relative margin, and evaluates the exact MAD only when the
-count is inconclusive; the decision is therefore always that of the exact formula.
+removed and the inserted position). The Huber switch ``std(e)/(MAD(e)/0.67449) > ratio`` is
+equivalent to ``MAD < theta = std * 0.67449 / ratio``; it is first screened in one counting pass
+around a guess ``g`` of the residual median (the last exactly computed one): when the band
+``g +- delta`` provably holds the median, counting ``|e - g|`` against ``theta -+ delta`` (with a 1e-9
+relative margin) settles the inequality. Otherwise the exact median (quickselect restricted to the
+band, or the whole window) and the exact MAD are computed and the formula itself is evaluated. The
+decision is therefore always that of the exact formula; the guess only changes the speed.
+
+All kernels use numba's numpy error model: a division by zero yields inf/NaN rather than raising;
+degenerate windows (zero variance, zero median) are turned into NaN features explicitly.
 
 Layout
 ------
@@ -152,7 +157,7 @@ _SWITCH_MARGIN = 1e-9
 
 
 # --------------------------------------------------------------------------------------- helpers
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _moments(v: np.ndarray, shift: float) -> tuple[float, float]:
     """(mean, centred sum of squares) of ``v`` by the shifted corrected two-pass formula."""
     n = v.shape[0]
@@ -193,7 +198,7 @@ def _moments(v: np.ndarray, shift: float) -> tuple[float, float]:
     return shift + s / n, css
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _comoments(
     x: np.ndarray, y: np.ndarray, cx: float, cy: float
 ) -> tuple[float, float, float, float, float]:
@@ -252,7 +257,7 @@ def _comoments(
     return cx + sx / n, cy + sy / n, sxx, xy - sx * sy / n, syy
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _select(a: np.ndarray, n: int, k: int) -> float:
     """Quickselect: rearrange ``a[:n]`` so ``a[k]`` is its k-th smallest value and return it.
 
@@ -299,7 +304,7 @@ def _select(a: np.ndarray, n: int, k: int) -> float:
     return a[k]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _median_inplace(a: np.ndarray, n: int) -> float:
     """Median of ``a[:n]`` (mean of the two middle values for even n, as numpy); reorders ``a``."""
     h = n >> 1
@@ -313,7 +318,7 @@ def _median_inplace(a: np.ndarray, n: int) -> float:
     return (lo + hi) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _median_banded(
     v: np.ndarray, n: int, guess: float, half_width: float, buf: np.ndarray
 ) -> float:
@@ -348,20 +353,20 @@ def _median_banded(
     return _median_inplace(buf, n)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _window(rb: np.ndarray, r: int, cnt: int, cap: int, w: int) -> np.ndarray:
     """View of the last ``w`` values of ring ``r`` (oldest first); requires ``cnt >= w``."""
     end = (cnt - 1) % cap + cap + 1
     return rb[r, end - w : end]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _last(rb: np.ndarray, r: int, cnt: int, cap: int, lag: int) -> float:
     """Value ``lag`` steps back in ring ``r`` (lag 0 = newest)."""
     return rb[r, (cnt - 1) % cap + cap - lag]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _push(rb: np.ndarray, r: int, cnt: int, cap: int, v: float) -> int:
     pos = cnt % cap
     rb[r, pos] = v
@@ -369,7 +374,7 @@ def _push(rb: np.ndarray, r: int, cnt: int, cap: int, v: float) -> int:
     return cnt + 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _lower_bound(arr: np.ndarray, m: int, v: float) -> int:
     lo = 0
     hi = m
@@ -382,7 +387,7 @@ def _lower_bound(arr: np.ndarray, m: int, v: float) -> int:
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _upper_bound(arr: np.ndarray, m: int, v: float) -> int:
     lo = 0
     hi = m
@@ -395,7 +400,7 @@ def _upper_bound(arr: np.ndarray, m: int, v: float) -> int:
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sorted_push(sw: np.ndarray, row: int, cnt: int, old: float, has_old: bool, new: float) -> None:
     """Sorted window ``sw[row, :cnt]``: replace one ``old`` by ``new`` (or insert ``new``)."""
     arr = sw[row]
@@ -420,7 +425,7 @@ def _sorted_push(sw: np.ndarray, row: int, cnt: int, old: float, has_old: bool, 
         arr[j] = new
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sorted_median(sw: np.ndarray, row: int, n: int) -> float:
     h = n >> 1
     if n & 1:
@@ -428,7 +433,7 @@ def _sorted_median(sw: np.ndarray, row: int, n: int) -> float:
     return (sw[row, h - 1] + sw[row, h]) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _slope_index(y: np.ndarray) -> float:
     """OLS slope of ``y`` on 0..n-1: ``sum((i - (n-1)/2) (y_i - y_last)) / (n (n^2-1) / 12)``.
 
@@ -443,7 +448,7 @@ def _slope_index(y: np.ndarray) -> float:
     return sxy / (n * (n * n - 1.0) / 12.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _huber_rho(z: float, t: float) -> float:
     az = abs(z)
     if az <= t:
@@ -452,7 +457,7 @@ def _huber_rho(z: float, t: float) -> float:
 
 
 # ----------------------------------------------------------------------------- window beta (raw)
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _switch_screen(e: np.ndarray, n: int, guess: float, delta: float, theta: float) -> int:
     """Decide the Huber switch from a median guess in one counting pass, when that is conclusive.
 
@@ -490,7 +495,7 @@ def _switch_screen(e: np.ndarray, n: int, guess: float, delta: float, theta: flo
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _huber_switch(
     e: np.ndarray, n: int, med: float, std_e: float, thr: float, tmp: np.ndarray
 ) -> bool:
@@ -520,7 +525,7 @@ def _huber_switch(
     return std_e / (mad / MAD_NORMAL_C) > thr
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def window_beta(
     x: np.ndarray,
     y: np.ndarray,
@@ -627,7 +632,7 @@ def window_beta(
 
 
 # ------------------------------------------------------------------------------ per-bar update
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _wilder(acc: float, x: float, k: int, period: int) -> float:
     """Wilder average of the k-th input (1-based): running sum while k < period, mean at k == period,
     then ``((period - 1) * prev + x) / period``."""
@@ -874,7 +879,7 @@ def update_bar(
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def run_batch(
     ip: np.ndarray,
     fp: np.ndarray,
@@ -901,7 +906,7 @@ def run_batch(
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rolling_window_beta(
     x: np.ndarray,
     y: np.ndarray,

@@ -16,9 +16,11 @@ With ``W_b`` = ``beta_window_bars``, ``W_z`` = ``z_window_bars``, ``W_r`` = ``rh
 
 * Prices are logs of the closes: ``p_X,t = ln C_X,t``; log returns ``r_X,t = p_X,t - p_X,t-1``.
 * **Raw beta** ``b_t``: OLS slope of ``p_A`` on ``p_B`` with intercept over bars ``t-W_b+1..t``
-  (centred two-pass sums). With OLS residuals ``e``, if
-  ``std(e, ddof=1) / (MAD(e) / 0.6744897501960817) > huber_mad_ratio`` (``MAD`` about the median, so
-  the denominator is the normal-consistent MAD, "1.4826 * MAD"), the slope is re-estimated by Huber
+  (centred sums). With OLS residuals ``e``, if
+  ``std(e, ddof=1) / (MAD(e) / 0.6744897501960817) > huber_mad_ratio`` (``MAD`` = median of
+  ``|e - median(e)|``; dividing by ``Phi^-1(3/4) = 0.67449`` is the contract's "1.4826 * MAD"
+  written with the exact normal-consistency constant that statsmodels' and scipy's normalised MADs
+  use, 1/0.67449 = 1.4826022), the slope is re-estimated by Huber
   IRLS exactly as ``statsmodels.RLM(p_A, [1, p_B], M=HuberT(t=huber_t)).fit(scale_est='mad')``:
   start from OLS; scale ``= median(|e|) / 0.67449`` (``statsmodels.robust.scale.mad(e, center=0)``)
   re-estimated after every weighted fit; weights ``min(1, t / |e / scale|)``; convergence when the
@@ -32,7 +34,8 @@ With ``W_b`` = ``beta_window_bars``, ``W_z`` = ``z_window_bars``, ``W_r`` = ``rh
   bar from the smoothed beta of that bar. ``S`` exists from the first bar with a finite beta.
 * **z** ``= clip((S_t - mean(S)) / std(S, ddof=1), -z_clip, z_clip)`` over the last ``W_z`` values of
   the historical ``S`` series (NaN if the std is 0). **z_ema** = EMA of z with
-  ``alpha = 1 - 2**(-1 / z_ema_half_life)`` seeded with the first finite z.
+  ``alpha = 1 - 2**(-1 / z_ema_half_life)`` seeded with the first finite z (a NaN z leaves it
+  unchanged).
   ``delta_z = z_t - z_{t-1}``, ``abs_delta_z = |delta_z|``, ``abs_delta_S = |S_t - S_{t-1}|``.
 * **Wilder ATR** (period ``n``): legs ``TR_t = max(H-L, |H-C_{t-1}|, |L-C_{t-1}|)`` in price units,
   defined from the second bar on (TA-Lib convention: the first bar has no previous close); the first
@@ -52,8 +55,10 @@ With ``W_b`` = ``beta_window_bars``, ``W_z`` = ``z_window_bars``, ``W_r`` = ``rh
   ``alpha = 2 / (span + 1)``, adjust=False, both seeded with the first S.
 * **slope_spread** = OLS slope of the last ``W_s`` values of ``S`` on their bar index, divided by
   ``std(S over W_z, ddof=1)``; **slope_z** = OLS slope of the last ``W_s`` z values on bar index.
-* Window means and (co)variances are recomputed from the window buffer each bar (centred two-pass),
-  so log prices ~7.6 do not cancel catastrophically; rolling medians keep a sorted window.
+* Window means and (co)variances are recomputed from the window buffer each bar (corrected
+  two-pass sums around a shift near the window mean), so log prices ~7.6 do not cancel
+  catastrophically and no error accumulates along the history; rolling medians keep a sorted
+  window. Details: ``pairdesk.quant._feature_kernels``.
 * **Warm-up**: every row with index ``t < params.warmup_bars`` is all-NaN (the state still learns
   from those bars). ``warmup_bars`` is the first index at which every feature is defined for
   non-degenerate data (377 with the defaults, set by ``slope_z``: beta from 179, z from 358, 20 z).

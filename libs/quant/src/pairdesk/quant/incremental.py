@@ -88,6 +88,39 @@ class PairFeatureState:
             f"ts_utc must be a pandas Timestamp or int ns, got {type(ts_utc).__name__}"
         )
 
+    def _step(
+        self,
+        ts_utc: pd.Timestamp | int,
+        bar_a: tuple[float, float, float, float],
+        bar_b: tuple[float, float, float, float],
+    ) -> np.ndarray:
+        """Validate, run the kernel; return the internal output buffer (overwritten next call)."""
+        ns = self._ts_ns(ts_utc)
+        if self._last_ns is not None and ns <= self._last_ns:
+            raise ValueError(
+                f"ts_utc must be strictly increasing: {pd.Timestamp(ns, tz='UTC')} after "
+                f"{pd.Timestamp(self._last_ns, tz='UTC')}"
+            )
+        try:
+            oa, ha, la, ca = bar_a
+            ob, hb, lb, cb = bar_b
+            oa, ha, la, ca = float(oa), float(ha), float(la), float(ca)
+            ob, hb, lb, cb = float(ob), float(hb), float(lb), float(cb)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                "bar_a and bar_b must each be (open, high, low, close) numbers"
+            ) from exc
+        out = self._out
+        status = _k.update_bar(
+            self._ip, self._fp, self._si, self._sf, self._rb, self._sw, self._sc,
+            oa, ha, la, ca, ob, hb, lb, cb, out,
+        )  # fmt: skip
+        if status:
+            leg, bar = ("a", bar_a) if status == 1 else ("b", bar_b)
+            raise ValueError(f"bar_{leg} has a NaN, infinite or non-positive price: {tuple(bar)!r}")
+        self._last_ns = ns
+        return out
+
     def update_array(
         self,
         ts_utc: pd.Timestamp | int,
@@ -116,29 +149,7 @@ class PairFeatureState:
             Timestamp not after the previous one; a bar is not 4 values; a price is NaN,
             infinite or <= 0. The state is unchanged when it raises.
         """
-        ns = self._ts_ns(ts_utc)
-        if self._last_ns is not None and ns <= self._last_ns:
-            raise ValueError(
-                f"ts_utc must be strictly increasing: {pd.Timestamp(ns, tz='UTC')} after "
-                f"{pd.Timestamp(self._last_ns, tz='UTC')}"
-            )
-        try:
-            oa, ha, la, ca = bar_a
-            ob, hb, lb, cb = bar_b
-        except (TypeError, ValueError) as exc:
-            raise ValueError("bar_a and bar_b must each be (open, high, low, close)") from exc
-        out = self._out
-        status = _k.update_bar(
-            self._ip, self._fp, self._si, self._sf, self._rb, self._sw, self._sc,
-            float(oa), float(ha), float(la), float(ca),
-            float(ob), float(hb), float(lb), float(cb),
-            out,
-        )  # fmt: skip
-        if status:
-            leg, bar = ("a", bar_a) if status == 1 else ("b", bar_b)
-            raise ValueError(f"bar_{leg} has a NaN, infinite or non-positive price: {tuple(bar)!r}")
-        self._last_ns = ns
-        return out.copy()
+        return self._step(ts_utc, bar_a, bar_b).copy()
 
     def update(
         self,
@@ -151,6 +162,4 @@ class PairFeatureState:
         Parameters and errors as :meth:`update_array`; the dict has the keys of
         :data:`~pairdesk.quant.features.FEATURE_COLUMNS` in order, NaN values during the warm-up.
         """
-        return dict(
-            zip(FEATURE_COLUMNS, self.update_array(ts_utc, bar_a, bar_b).tolist(), strict=True)
-        )
+        return dict(zip(FEATURE_COLUMNS, self._step(ts_utc, bar_a, bar_b).tolist(), strict=True))

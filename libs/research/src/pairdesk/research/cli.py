@@ -158,6 +158,12 @@ def print_kpis(result: dict[str, Any]) -> None:
         for row in res["kpi_rows"]:
             table.add_row(row["kpi"], f"{row['value']:.4f}", f"{row['ci_low']:.4f}", f"{row['ci_high']:.4f}")
         console.print(table)
+        f = res["funnel"]
+        console.print(
+            f"signal funnel: {f['candidates']} AI1 candidate bars (|z| ≥ z_entry) → {f['passed_theta1']} with "
+            f"return_prob > θ1 (max return_prob {f['max_return_prob']:.3f}) → {f['vetoed_by_ai2']} vetoed by AI2 "
+            f"(risk ≥ θ2) → {f['entries']} entries"
+        )
         adopt = res["adoption"]
         verdict = "PASS" if adopt["passed"] else "FAIL"
         parts = [f"{k} {v['value']:.3f} vs {v['threshold']} {'ok' if v['pass'] else 'FAIL'}"

@@ -219,8 +219,12 @@ def run_backtest_cli(
         equity_all.append(_stamped(deq, pair.pair_id, stamps))
         kpi_rows = [{"kpi": key, "label": label, "value": kpis[key], "ci_low": ci[key][0], "ci_high": ci[key][1]}
                     for key, label in KPI_ROWS]
+        c = res.counters
+        funnel = {"candidates": c.candidates, "passed_theta1": c.passed_theta1, "vetoed_by_ai2": c.vetoed_by_ai2,
+                  "entries": c.entries,
+                  "max_return_prob": float(np.nanmax(rprob)) if np.isfinite(rprob).any() else float("nan")}
         result["pairs"][pair.pair_id] = {"theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption,
-                                         "stamps": stamps}
+                                         "stamps": stamps, "funnel": funnel}
         reports.append((pair.pair_id, {"kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps,
                                        "daily_equity": deq, "trades": trades, "z": sub.features["z"],
                                        "signals": pd.DataFrame({"return_prob": rprob, "risk_score": risk},
