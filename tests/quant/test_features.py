@@ -60,7 +60,7 @@ def _rlm_beta(y: np.ndarray, x: np.ndarray) -> float:
     return float(fit.params[1])
 
 
-def _wilder(x: pd.Series, first: int, n: int = 14) -> pd.Series:
+def _wilder(x: pd.Series, first: int, n: int) -> pd.Series:
     """Wilder average: seed = mean of x[first-n+1 .. first], then pandas ewm(alpha=1/n, adjust=False)."""
     s = x.copy()
     seed = s.iloc[first - n + 1 : first + 1].mean()
@@ -86,57 +86,64 @@ def _rolling_slope(s: pd.Series, w: int) -> pd.Series:
     return pd.Series(out, index=s.index)
 
 
-def _reference(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, pd.Series]:
-    """All 21 features, default parameters, from pandas/numpy/statsmodels/scipy."""
+def _reference(
+    a: pd.DataFrame, b: pd.DataFrame, p: FeatureParams | None = None
+) -> dict[str, pd.Series]:
+    """All 21 features from pandas/numpy/statsmodels/scipy (contract formulas, windows from ``p``)."""
+    p = FeatureParams() if p is None else p
+    wb, wz, wr, ws = p.beta_window_bars, p.z_window_bars, p.rho_window_bars, p.slope_window_bars
+    wm, n_atr, n_rsi = p.atr_baseline_median_bars, p.atr_period, p.rsi_period
     idx = a.index
     pa = np.log(a["close"])
     pb = np.log(b["close"])
     y = pa.to_numpy()
     x = pb.to_numpy()
-    raw = _window_ols_beta(y, x, W)
-    fired = _huber_ratio(y, x, W) > 2.0
+    raw = _window_ols_beta(y, x, wb)
+    fired = _huber_ratio(y, x, wb) > p.huber_mad_ratio
     for t in np.flatnonzero(fired):
-        raw[t] = _rlm_beta(y[t - W + 1 : t + 1], x[t - W + 1 : t + 1])
-    beta = pd.Series(raw, index=idx).ewm(halflife=72, adjust=False).mean()
+        raw[t] = _rlm_beta(y[t - wb + 1 : t + 1], x[t - wb + 1 : t + 1])
+    beta = pd.Series(raw, index=idx).ewm(halflife=p.beta_ema_half_life, adjust=False).mean()
     s = pa - beta * pb
-    mu = s.rolling(W).mean()
-    sd = s.rolling(W).std()
-    z = ((s - mu) / sd).clip(-5.0, 5.0)
+    sd = s.rolling(wz).std()
+    z = ((s - s.rolling(wz).mean()) / sd).clip(-p.z_clip, p.z_clip)
     ds = s.diff()
-    first_ds = W  # first dS at bar 180 (S starts at 179); Wilder seed after 14 of them
+    seed_s = wb - 1 + n_atr  # S from bar wb-1, first dS one bar later, Wilder seed n dS after
     ref = {
         "beta": beta,
         "spread": s,
         "z": z,
         "delta_z": z.diff(),
-        "z_ema": z.ewm(halflife=12, adjust=False).mean(),
+        "z_ema": z.ewm(halflife=p.z_ema_half_life, adjust=False).mean(),
         "abs_delta_S": ds.abs(),
         "abs_delta_z": z.diff().abs(),
-        "atr_A": _wilder(_true_range(a), 14),
-        "atr_B": _wilder(_true_range(b), 14),
-        "atr_spread": _wilder(ds.abs(), first_ds + 13),
-        "ema_gap_spread": s.ewm(span=12, adjust=False).mean() - s.ewm(span=26, adjust=False).mean(),
-        "slope_spread": _rolling_slope(s, 20) / sd,
-        "slope_z": _rolling_slope(z, 20),
+        "atr_A": _wilder(_true_range(a), n_atr, n_atr),
+        "atr_B": _wilder(_true_range(b), n_atr, n_atr),
+        "atr_spread": _wilder(ds.abs(), seed_s, n_atr),
+        "ema_gap_spread": s.ewm(span=p.ema_fast_span, adjust=False).mean()
+        - s.ewm(span=p.ema_slow_span, adjust=False).mean(),
+        "slope_spread": _rolling_slope(s, ws) / sd,
+        "slope_z": _rolling_slope(z, ws),
     }
     for leg in ("A", "B"):
-        ref[f"atr_ratio_{leg}"] = ref[f"atr_{leg}"] / ref[f"atr_{leg}"].rolling(W).median()
-    ref["vol_ratio_spread"] = ref["atr_spread"] / ref["atr_spread"].rolling(W).median()
-    gain = _wilder(ds.clip(lower=0.0), first_ds + 13)
-    loss = _wilder((-ds).clip(lower=0.0), first_ds + 13)
+        ref[f"atr_ratio_{leg}"] = ref[f"atr_{leg}"] / ref[f"atr_{leg}"].rolling(wm).median()
+    ref["vol_ratio_spread"] = ref["atr_spread"] / ref["atr_spread"].rolling(wm).median()
+    seed_r = wb - 1 + n_rsi
+    gain = _wilder(ds.clip(lower=0.0), seed_r, n_rsi)
+    loss = _wilder((-ds).clip(lower=0.0), seed_r, n_rsi)
     ref["rsi_spread"] = 100.0 - 100.0 / (1.0 + gain / loss)
-    ra = pa.diff()
-    rb = pb.diff()
-    ref["rho_rolling"] = ra.rolling(W).corr(rb)
-    ref["corr_stability"] = ref["rho_rolling"].rolling(W).var()
-    ref["beta_stability"] = beta.rolling(W).std() / (beta.rolling(W).mean().abs() + 1e-6)
+    ref["rho_rolling"] = pa.diff().rolling(wr).corr(pb.diff())
+    ref["corr_stability"] = ref["rho_rolling"].rolling(wr).var()
+    ref["beta_stability"] = beta.rolling(wb).std() / (
+        beta.rolling(wb).mean().abs() + p.beta_stability_eps
+    )
     sv = s.to_numpy()
-    xs = sliding_window_view(sv[:-1], W)  # S_{t-1} over t-179..t
-    dys = sliding_window_view(np.diff(sv), W)
+    xs = sliding_window_view(sv[:-1], wz)  # S_{t-1} over the last wz pairs
+    dys = sliding_window_view(np.diff(sv), wz)  # dS_t over the same pairs
     dxc = xs - xs.mean(axis=1, keepdims=True)
     slope = (dxc * (dys - dys.mean(axis=1, keepdims=True))).sum(axis=1) / (dxc * dxc).sum(axis=1)
+    lo, hi = p.half_life_clip
     ref["half_life"] = pd.Series(
-        np.r_[np.full(W, np.nan), np.clip(np.log(2.0) / np.abs(slope), 1.0, 240.0)], index=idx
+        np.r_[np.full(wz, np.nan), np.clip(np.log(2.0) / np.abs(slope), lo, hi)], index=idx
     )
     return ref
 
@@ -403,6 +410,36 @@ def test_wilder_and_medians_vs_pandas(
     _assert_close(metals[2][col], reference[col])
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        FeatureParams(beta_window_bars=24, z_window_bars=31, rho_window_bars=17, slope_window_bars=6,
+                      atr_period=5, atr_baseline_median_bars=12, rsi_period=7, ema_fast_span=4,
+                      ema_slow_span=9, beta_ema_half_life=10.0, z_ema_half_life=3.0),
+        FeatureParams(beta_window_bars=41, z_window_bars=20, rho_window_bars=33, slope_window_bars=9,
+                      atr_period=3, atr_baseline_median_bars=25, rsi_period=4, z_clip=1.5,
+                      half_life_clip=(2.0, 30.0), huber_mad_ratio=1.3, beta_stability_eps=0.5),
+    ],
+)  # fmt: skip
+def test_all_features_vs_reference_small_windows(params: FeatureParams) -> None:
+    """Every parameter reaches the formula it names (odd and even windows, clips engaged)."""
+    a, b = _random_walk_bars(params.warmup_bars + 400, seed=17)
+    f = compute_features(a, b, params)
+    ref = _reference(a, b, params)
+    w0 = params.warmup_bars
+    for col in FEATURE_COLUMNS:
+        r = ref[col].to_numpy()[w0:]
+        assert np.isfinite(r).all(), col
+        np.testing.assert_allclose(f[col].to_numpy()[w0:], r, rtol=1e-9, atol=1e-9, err_msg=col)
+    if params.z_clip == 1.5:
+        assert (f["z"].abs() == 1.5).any()
+        assert f["half_life"].isin([2.0, 30.0]).any()
+        assert (f["half_life"].iloc[w0:] <= 30.0).all()
+    y = np.log(a["close"].to_numpy())
+    x = np.log(b["close"].to_numpy())
+    assert (_huber_ratio(y, x, params.beta_window_bars) > params.huber_mad_ratio).any()
+
+
 def test_z_is_clipped_and_ratios_positive(
     metals: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
 ) -> None:
@@ -504,11 +541,11 @@ def test_wilder_atr_rsi_hand_worked() -> None:
 def test_wilder_hand_case_matches_pandas_ewm() -> None:
     a, b, p = _hand_case()
     f = compute_features(a, b, p)
-    atr_b = _wilder(_true_range(b), 14)
+    atr_b = _wilder(_true_range(b), 14, 14)
     np.testing.assert_allclose(f["atr_B"].iloc[16:], atr_b.iloc[16:], rtol=1e-14)
     ds = np.log(a["close"]).diff()
-    gain = _wilder(ds.clip(lower=0.0), 16)
-    loss = _wilder((-ds).clip(lower=0.0), 16)
+    gain = _wilder(ds.clip(lower=0.0), 16, 14)
+    loss = _wilder((-ds).clip(lower=0.0), 16, 14)
     np.testing.assert_allclose(
         f["rsi_spread"].iloc[16:], 100 - 100 / (1 + gain / loss).iloc[16:], rtol=1e-11
     )
@@ -736,3 +773,35 @@ def test_banded_median_exact() -> None:
         before = v.copy()
         assert kern._median_banded(v, n, guess, width, buf) == np.median(v)
         np.testing.assert_array_equal(v, before)
+
+
+def _exact_switch(e: np.ndarray, thr: float) -> bool:
+    std = np.std(e, ddof=1)
+    mad = np.median(np.abs(e - np.median(e)))
+    return bool(std > 0) if mad == 0 else bool(std / (mad / 0.6744897501960817) > thr)
+
+
+def test_huber_switch_decision_is_exact_near_the_threshold() -> None:
+    """The counting screen and the exact fallback reproduce the formula, even at the knife edge."""
+    rng = np.random.default_rng(42)
+    tmp = np.empty(200)
+    decided = {0: 0, 1: 0}
+    for trial in range(400):
+        n = int(rng.integers(5, 200))
+        e = rng.standard_t(df=int(rng.integers(1, 6)), size=n)
+        if trial % 5 == 0:
+            e = np.round(e, 1)  # ties
+        e -= e.mean()
+        std = float(np.std(e, ddof=1))
+        mad = float(np.median(np.abs(e - np.median(e))))
+        ratio = std / (mad / 0.6744897501960817)
+        thr = float(ratio * rng.choice([1.0, 1.0 + 1e-12, 1.0 - 1e-12, 0.9, 1.1, 0.5, 2.0]))
+        expected = _exact_switch(e, thr)
+        med = float(np.median(e))
+        assert kern._huber_switch(e, n, med, std, thr, tmp) == expected
+        guess = med + float(rng.normal(0.0, 0.1 * std))
+        screen = kern._switch_screen(e, n, guess, 0.1 * std, std * 0.6744897501960817 / thr)
+        if screen >= 0:
+            decided[screen] += 1
+            assert screen == int(expected)
+    assert min(decided.values()) > 10  # the fast path decides both ways away from the edge

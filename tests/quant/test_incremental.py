@@ -84,7 +84,7 @@ def test_int_and_timestamp_inputs_agree(metals_2024: tuple[pd.DataFrame, pd.Data
     assert s1.params is p
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     vol=st.sampled_from([1e-4, 3e-3, 2e-2]),
@@ -145,6 +145,10 @@ def test_errors_leave_state_unchanged(metals_2024: tuple[pd.DataFrame, pd.DataFr
                 ValueError, match=r"bar_a and bar_b must each be \(open, high, low, close\)"
             ):
                 state.update(ts, (1.0, 2.0, 0.5), tuple(arr_b[i]))  # type: ignore[arg-type]
+            with pytest.raises(
+                ValueError, match=r"must each be \(open, high, low, close\) numbers"
+            ):
+                state.update(ts, (1.0, 2.0, None, 1.5), tuple(arr_b[i]))  # type: ignore[arg-type]
             assert state.n_bars == 390
         rows.append(state.update_array(ts, tuple(arr_a[i]), tuple(arr_b[i])))
     assert np.array_equal(np.array(rows), batch, equal_nan=True)
@@ -171,3 +175,29 @@ def test_crypto_incremental_tail(crypto_2025: tuple[pd.DataFrame, pd.DataFrame])
     inc = _feed(PairFeatureState(), a, b)
     assert np.array_equal(inc, batch, equal_nan=True)
     assert np.isfinite(inc[377:]).all()
+
+
+def test_degenerate_inputs_batch_equals_incremental() -> None:
+    """Flat legs, a perfectly collinear pair and constant bars: no exception, NaN where undefined."""
+    p = FeatureParams(beta_window_bars=8, z_window_bars=6, rho_window_bars=5, slope_window_bars=3,
+                      atr_period=3, atr_baseline_median_bars=4, rsi_period=3)  # fmt: skip
+    n = 140
+    idx = pd.date_range("2025-01-01", periods=n, freq="1h", tz="UTC", name="ts_utc")
+    rng = np.random.default_rng(5)
+    cb = 25.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    cb[40:70] = cb[40]  # leg B flat for 30 bars: beta window and returns degenerate
+    ca = cb**2 / 25.0  # ln A = 2 ln B - ln 25: an exact fit, residuals at the rounding level
+    ca[100:] = 1900.0  # then leg A constant
+    b = pd.DataFrame({"open": cb, "high": cb, "low": cb, "close": cb}, index=idx)
+    a = pd.DataFrame({"open": ca, "high": ca, "low": ca, "close": ca}, index=idx)
+    batch = compute_features(a, b, p)
+    inc = _feed(PairFeatureState(p), a, b)
+    assert np.array_equal(inc, batch.to_numpy(), equal_nan=True)
+    assert not np.isinf(batch.to_numpy()).any()
+    # B flat over a whole rho window: correlation undefined; its Wilder ATR decays by (n-1)/n
+    assert batch["rho_rolling"].iloc[50:70].isna().all()
+    decay = batch["atr_B"].iloc[50:70] / batch["atr_B"].iloc[49:69].to_numpy()
+    np.testing.assert_allclose(decay, 2.0 / 3.0, rtol=1e-12)
+    # the smoothed beta is held (not NaN) while the raw beta is undefined
+    assert batch["beta"].iloc[50:70].notna().all()
+    assert (batch["beta"].iloc[50:70].diff().iloc[1:] == 0.0).all()

@@ -376,28 +376,30 @@ def _push(rb: np.ndarray, r: int, cnt: int, cap: int, v: float) -> int:
 
 @njit(cache=True, error_model="numpy")
 def _lower_bound(arr: np.ndarray, m: int, v: float) -> int:
-    lo = 0
-    hi = m
-    while lo < hi:
-        md = (lo + hi) >> 1
-        if arr[md] < v:
-            lo = md + 1
-        else:
-            hi = md
-    return lo
+    """First index ``i`` in sorted ``arr[:m]`` with ``arr[i] >= v`` (branch-free halving)."""
+    if m == 0:
+        return 0
+    base = 0
+    n = m
+    while n > 1:
+        half = n >> 1
+        base = base + half if arr[base + half] < v else base
+        n -= half
+    return base + (1 if arr[base] < v else 0)
 
 
 @njit(cache=True, error_model="numpy")
 def _upper_bound(arr: np.ndarray, m: int, v: float) -> int:
-    lo = 0
-    hi = m
-    while lo < hi:
-        md = (lo + hi) >> 1
-        if arr[md] <= v:
-            lo = md + 1
-        else:
-            hi = md
-    return lo
+    """First index ``i`` in sorted ``arr[:m]`` with ``arr[i] > v`` (branch-free halving)."""
+    if m == 0:
+        return 0
+    base = 0
+    n = m
+    while n > 1:
+        half = n >> 1
+        base = base + half if arr[base + half] <= v else base
+        n -= half
+    return base + (1 if arr[base] <= v else 0)
 
 
 @njit(cache=True, error_model="numpy")
