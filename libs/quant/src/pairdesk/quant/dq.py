@@ -436,9 +436,8 @@ def apply_dq(
     )
 
 
-_PARTITION_COLUMNS = (
-    "start",
-    "end",
+#: Integer counters of :func:`partition_dq`, per month (what ``__meta.json`` stores as counts).
+PARTITION_COUNT_COLUMNS: tuple[str, ...] = (
     "rows",
     "expected",
     "absent",
@@ -450,6 +449,12 @@ _PARTITION_COLUMNS = (
     "spikes",
     "dropped_nonpositive",
     "off_session",
+)
+
+_PARTITION_COLUMNS = (
+    "start",
+    "end",
+    *PARTITION_COUNT_COLUMNS,
     "missing_rate",
     "outlier_rate",
     "quarantined",

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pairdesk.quant.dq import DQParams, apply_dq, partition_dq
+from pairdesk.quant.dq import PARTITION_COUNT_COLUMNS, DQParams, apply_dq, partition_dq
 from pairdesk.quant.sessions import SessionCalendar, timeframe_to_timedelta
 from pairdesk.research import store as st
 
@@ -466,22 +466,7 @@ def _ingest_symbol(
         rows_m = bars.loc[np.asarray(month_of == m)]
         data = st.bars_to_parquet_bytes(rows_m)
         drows = dropped.loc[np.asarray(dropped_month == m)]
-        counts = {
-            k: int(row[k])
-            for k in (
-                "rows",
-                "expected",
-                "absent",
-                "imputed",
-                "missing",
-                "outliers",
-                "return_outliers",
-                "ohlc_inconsistent",
-                "spikes",
-                "dropped_nonpositive",
-                "off_session",
-            )
-        }
+        counts = {k: int(row[k]) for k in PARTITION_COUNT_COLUMNS}
         counts["ok"] = int((rows_m["quality_flag"] == "ok").sum())
         miss_m = res.missing[np.asarray(missing_month == m)]
         meta = {
