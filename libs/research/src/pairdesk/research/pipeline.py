@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from pairdesk.quant.backtest import BacktestResult, run_backtest
-from pairdesk.quant.metrics import adoption_check, compute_kpis, daily_equity_frame
+from pairdesk.quant.metrics import adoption_check
 from pairdesk.quant.models import TrainedModel
 from pairdesk.quant.stats import bootstrap_kpis, moving_block_bootstrap_indices
 from pairdesk.research.config import load_yaml
@@ -185,13 +185,12 @@ def run_backtest_cli(
         rprob, risk = rprob[in_period], risk[in_period]
         res: BacktestResult = run_backtest(**sub.engine_inputs(return_prob=rprob, risk_score=risk), params=bt_params)
         trades = res.trades
-        kpis = compute_kpis(res.ts, res.equity, trades["pnl"].to_numpy(), trades["return_on_capital"].to_numpy(),
-                            initial_capital=res.initial_capital, bar_ns=res.bar_ns)
-        kpis["halt_rate"] = res.counters.halt_rate
+        kpis = res.kpis(settings.kpi_params)
         ci = bootstrap_kpis(res.bar_pnl, res.ts, trades["bar_exit"].to_numpy(np.int64), trades["pnl"].to_numpy(),
                             trades["return_on_capital"].to_numpy(), initial_capital=res.initial_capital,
                             bar_ns=res.bar_ns, block=int(settings.kpi["block_bootstrap_size_bars"]),
-                            n_samples=int(settings.kpi["bootstrap_samples"]), seed=seed)
+                            n_samples=int(settings.kpi["bootstrap_samples"]), seed=seed,
+                            params=settings.kpi_params)
         ci["halt_rate"] = _halt_rate_ci(sub, rprob, risk, th1, th2, int(settings.kpi["block_bootstrap_size_bars"]),
                                         int(settings.kpi["bootstrap_samples"]), seed)
         adopt_flags = adoption_check(kpis, settings.adoption["sharpe_min"], settings.adoption["max_dd_max"],
@@ -215,7 +214,7 @@ def run_backtest_cli(
                     "adoption_passed": adopt_flags["passed"], **stamps})
         summaries.append(row)
         trades_all.append(_stamped(trades, pair.pair_id, stamps))
-        deq = daily_equity_frame(res.ts, res.equity, res.initial_capital)
+        deq = res.daily_equity()
         equity_all.append(_stamped(deq, pair.pair_id, stamps))
         kpi_rows = [{"kpi": key, "label": label, "value": kpis[key], "ci_low": ci[key][0], "ci_high": ci[key][1]}
                     for key, label in KPI_ROWS]
