@@ -36,14 +36,10 @@ class PairConfig:
 
 def _leg(raw: dict[str, Any], where: str) -> LegConfig:
     try:
-        symbol = str(raw["canonical_symbol"]).upper()
-        spec = LegSpec(
-            symbol=symbol,
-            tick_size=float(raw["tick_size"]),
-            contract_size=float(raw.get("contract_size", 1.0)),
-            min_lot=float(raw["min_lot"]),
-            lot_step=float(raw["lot_step"]),
-        )
+        spec = LegSpec.from_mapping(raw)
+        symbol = spec.symbol
+        if symbol != symbol.upper():
+            raise ValueError(f"canonical_symbol {symbol!r} must be upper-case")
         calendar = SessionCalendar.from_mapping(raw.get("trading_hours") or {"always_open": True})
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: invalid leg definition ({exc})") from exc
