@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from pairdesk.quant.backtest import BacktestParams, grid_search
+from pairdesk.quant.backtest import BacktestParams, grid_search, theta_grid
 from pairdesk.quant.classification import ai1_metrics, ai2_metrics, fold_summary
 from pairdesk.quant.cv import walk_forward_indices, walk_forward_splits
 from pairdesk.quant.features import FEATURE_COLUMNS
@@ -183,15 +183,11 @@ def select_theta(grid: pd.DataFrame) -> dict[str, Any]:
 
 
 def theta_grid_values(settings: ResearchSettings) -> tuple[np.ndarray, np.ndarray]:
-    """θ1 and θ2 grids from ``core_policy.yaml`` ``theta_search_range`` (inclusive, step 0.02)."""
+    """θ1 and θ2 grids from ``core_policy.yaml`` ``theta_search_range`` (step 0.02 by default)."""
     r = settings.theta_range
     step = float(r.get("step", 0.02))
-
-    def axis(lo: float, hi: float) -> np.ndarray:
-        n = math.floor((hi - lo) / step + 1e-9) + 1
-        return np.round(lo + step * np.arange(n), 10)
-
-    return axis(*map(float, r["theta1"])), axis(*map(float, r["theta2"]))
+    (a1, b1), (a2, b2) = r["theta1"], r["theta2"]
+    return theta_grid(float(a1), float(b1), step), theta_grid(float(a2), float(b2), step)
 
 
 def oos_theta_grid(
