@@ -287,3 +287,21 @@ def test_bootstrap_validation(bars: tuple) -> None:
         bootstrap_kpis(bar_pnl[:-1], idx, exit_bar, tpnl, troc, initial_capital=E0)
     with pytest.raises(ValueError, match="ci must be in"):
         bootstrap_kpis(bar_pnl, idx, exit_bar, tpnl, troc, initial_capital=E0, ci=1.0)
+
+
+def test_observed_periods_per_year_counts_the_daily_returns_a_market_has() -> None:
+    """Metals trade Sun 22:00Z → Fri 21:00Z: 6 UTC dates a week, so ≈ 6/7 × 365.25 daily returns a
+    year; 24/7 crypto gives 365.25; annualising either by 252 would mis-state the Sharpe."""
+    from pairdesk.quant.metrics import observed_periods_per_year
+
+    hours = pd.date_range("2024-01-07 22:00", "2024-03-29 20:00", freq="h", tz="UTC")  # Sun → Fri
+    wd, hr = hours.dayofweek, hours.hour
+    open_ = ~((wd == 5) | ((wd == 6) & (hr < 22)) | ((wd == 4) & (hr >= 21)))
+    metals = hours[open_]
+    days = (metals[-1] + pd.Timedelta(hours=1) - metals[0]) / pd.Timedelta(days=1)
+    n_dates = len(pd.unique(metals.normalize()))
+    assert n_dates == 12 * 6  # 12 weeks x (Sun, Mon, Tue, Wed, Thu, Fri)
+    assert observed_periods_per_year(metals) == pytest.approx(n_dates * 365.25 / days)
+    assert 305 < observed_periods_per_year(metals) < 325  # 313 over long spans; edges add a little
+    crypto = pd.date_range("2024-01-01", periods=24 * 70, freq="h", tz="UTC")
+    assert observed_periods_per_year(crypto) == pytest.approx(365.25)

@@ -57,6 +57,7 @@ __all__ = [
     "infer_bar_ns",
     "max_drawdown",
     "monthly_win_rate",
+    "observed_periods_per_year",
     "pnl_sigma",
     "sharpe",
     "trades_per_year",
@@ -250,6 +251,27 @@ def calendar_days(ts: npt.ArrayLike, bar_ns: int | None = None) -> float:
     t = _as_ts_ns(ts)
     b = infer_bar_ns(t) if bar_ns is None else int(bar_ns)
     return float(t[-1] + b - t[0]) / _NS_PER_DAY
+
+
+def observed_periods_per_year(
+    ts: npt.ArrayLike, bar_ns: int | None = None, days_per_year: float = 365.25
+) -> float:
+    """Daily observations per year actually present in ``ts``: distinct UTC dates of the bar open
+    times × ``days_per_year`` / :func:`calendar_days`.
+
+    Use it as ``KpiParams.periods_per_year`` so the Sharpe ratio is annualised by the number of
+    daily returns the market really produces: ≈ 313 for metals/FX (Sunday-evening to Friday UTC
+    sessions give 6 UTC dates a week), 365.25 for 24/7 crypto, ≈ 252 for exchange equities. A fixed
+    252 would understate the Sharpe of a 6-day market by √(252/313) ≈ 0.90.
+
+    Raises
+    ------
+    ValueError
+        If ``ts`` is not strictly increasing or has fewer than 2 bars without ``bar_ns``.
+    """
+    t = _as_ts_ns(ts)
+    n_dates = int(_period_last(t, "D").sum())
+    return n_dates * float(days_per_year) / calendar_days(t, bar_ns)
 
 
 def _period_last(ts_ns: IntArray, unit: str) -> BoolArray:

@@ -39,7 +39,7 @@ Progress = Callable[[str, int, int], None]
 #: KPI rows printed and written, in order: (bt_summary column, label).
 KPI_ROWS: tuple[tuple[str, str], ...] = (
     ("ann_return", "annualised return (compound)"),
-    ("sharpe", "Sharpe (daily, ×√252)"),
+    ("sharpe", "Sharpe (daily returns, annualised by observed days/yr)"),
     ("max_dd", "MaxDD (fraction)"),
     ("calmar", "Calmar"),
     ("e_per_trade", "E/trade (return on capital)"),
@@ -185,12 +185,13 @@ def run_backtest_cli(
         rprob, risk = rprob[in_period], risk[in_period]
         res: BacktestResult = run_backtest(**sub.engine_inputs(return_prob=rprob, risk_score=risk), params=bt_params)
         trades = res.trades
-        kpis = res.kpis(settings.kpi_params)
+        kpi_params = settings.kpi_params_for(res.ts)
+        kpis = res.kpis(kpi_params)
         ci = bootstrap_kpis(res.bar_pnl, res.ts, trades["bar_exit"].to_numpy(np.int64), trades["pnl"].to_numpy(),
                             trades["return_on_capital"].to_numpy(), initial_capital=res.initial_capital,
                             bar_ns=res.bar_ns, block=int(settings.kpi["block_bootstrap_size_bars"]),
                             n_samples=int(settings.kpi["bootstrap_samples"]), seed=seed,
-                            params=settings.kpi_params)
+                            params=kpi_params)
         ci["halt_rate"] = _halt_rate_ci(sub, rprob, risk, th1, th2, int(settings.kpi["block_bootstrap_size_bars"]),
                                         int(settings.kpi["bootstrap_samples"]), seed)
         adopt_flags = adoption_check(kpis, settings.adoption["sharpe_min"], settings.adoption["max_dd_max"],
@@ -209,7 +210,8 @@ def run_backtest_cli(
         for key, _ in KPI_ROWS:
             row[key] = kpis[key]
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = ci[key]
-        row.update({"ann_return_simple": kpis["ann_return_simple"], "candidates": res.counters.candidates,
+        row.update({"ann_return_simple": kpis["ann_return_simple"],
+                    "sharpe_periods_per_year": kpi_params.periods_per_year, "candidates": res.counters.candidates,
                     "passed_theta1": res.counters.passed_theta1, "vetoed_by_ai2": res.counters.vetoed_by_ai2,
                     "adoption_passed": adopt_flags["passed"], **stamps})
         summaries.append(row)

@@ -12,7 +12,7 @@ from pairdesk.quant.cv import PurgedKFold
 from pairdesk.quant.dq import DQParams
 from pairdesk.quant.features import FeatureParams
 from pairdesk.quant.labels import LabelParams, RiskLabelParams
-from pairdesk.quant.metrics import KpiParams
+from pairdesk.quant.metrics import KpiParams, observed_periods_per_year
 from pairdesk.quant.models import LGBMParams
 from pairdesk.research.config import CONFIG_DIR, ConfigError, load_policy
 from pairdesk.research.universe import TIMEFRAME_MINUTES
@@ -58,6 +58,14 @@ class ResearchSettings:
         """LightGBM parameters for ``model`` (``ai1``/``ai2``): the shared ``lightgbm`` block with
         that model's ``lightgbm_overrides`` applied."""
         return replace(self.lgbm, **self.lgbm_overrides.get(model, {}))
+
+    def kpi_params_for(self, ts: Any) -> KpiParams:
+        """KPI conventions for bars at ``ts``: with ``periods_per_year_daily: observed`` the Sharpe
+        is annualised by the daily observations the data really has
+        (:func:`pairdesk.quant.metrics.observed_periods_per_year`), else by the configured number."""
+        if self.kpi["periods_per_year_daily"] == "observed":
+            return replace(self.kpi_params, periods_per_year=observed_periods_per_year(ts))
+        return self.kpi_params
 
     @property
     def bars_per_day(self) -> float:
@@ -133,7 +141,10 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
                 },
             ),
             kpi=dict(bt["kpi"]),
-            kpi_params=KpiParams(periods_per_year=float(bt["kpi"]["periods_per_year_daily"])),
+            kpi_params=KpiParams(
+                periods_per_year=252.0 if bt["kpi"]["periods_per_year_daily"] == "observed"
+                else float(bt["kpi"]["periods_per_year_daily"])
+            ),
             adoption={k: float(v) for k, v in bt["adoption"].items()},
             raw={"pipeline": pipe, "core": core, "retrain": retrain, "backtest": bt},
         )

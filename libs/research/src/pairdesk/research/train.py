@@ -212,7 +212,7 @@ def oos_theta_grid(
             theta1_grid=t1,
             theta2_grid=t2,
             objective=settings.theta_objective,
-            kpi_params=settings.kpi_params,
+            kpi_params=settings.kpi_params_for(sub.features.index),
         )
         frames.append(pd.DataFrame(cells.ravel()))
     if not frames:
