@@ -25,7 +25,7 @@ app = typer.Typer(help="Pairdesk research pipeline on canonical bars.", no_args_
 bt_app = typer.Typer(help="Train models and run backtests (spec 004 §backtest CLI).", no_args_is_help=True,
                      add_completion=False)
 app.add_typer(bt_app, name="bt")
-console = Console()
+console = Console(soft_wrap=True)  # paths and one-line messages are never wrapped
 err_console = Console(stderr=True)
 
 T = TypeVar("T")
