@@ -7,11 +7,8 @@ moved into place only when complete, so a failed command leaves nothing half-wri
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -45,25 +42,6 @@ def _guard(fn: Callable[[], T]) -> T:
     except (ValueError, KeyError, FileNotFoundError, ConfigError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _fail(text.strip("'\""))
-
-
-@contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out``; on success replace ``out`` with it atomically-ish
-    (rename), on failure delete it and leave any previous ``out`` untouched."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staged = tmp / out.name
-    staged.mkdir()
-    try:
-        yield staged
-        if out.exists():
-            backup = tmp / (out.name + ".previous")
-            out.rename(backup)
-        staged.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _Bars:
@@ -120,7 +98,7 @@ def bt_train(
     pair_ids = [p.strip() for p in pairs.split(",")] if pairs else None
     with _progress() as prog:
         summary = _guard(lambda: run_train(universe=universe, period=period, timeframe=timeframe, store=store,
-                                           out=out, pair_ids=pair_ids, cost=cost, progress=_Bars(prog), staged=_staged))
+                                           out=out, pair_ids=pair_ids, cost=cost, progress=_Bars(prog)))
     console.print(f"models written to {out}")
     console.print(summary)
 
@@ -145,7 +123,7 @@ def bt_run(
     pair_ids = [p.strip() for p in pairs.split(",")] if pairs else None
     result = _guard(lambda: run_backtest_cli(universe=universe, period=period, timeframe=timeframe, model_dir=model_dir,
                                              cost=cost, store=store, out=out, theta1=theta1, theta2=theta2,
-                                             latency_bars=latency_bars, pair_ids=pair_ids, staged=_staged))
+                                             latency_bars=latency_bars, pair_ids=pair_ids))
     print_kpis(result)
 
 
@@ -193,13 +171,13 @@ def demo(
     with _progress() as prog:
         summary = _guard(lambda: run_train(universe=universe, period="2018-04:2023-12", timeframe="1h", store=store,
                                            out=models, pair_ids=None, cost=CONFIG_DIR / "cost_table.yaml",
-                                           progress=_Bars(prog), staged=_staged))
+                                           progress=_Bars(prog)))
     console.print(summary)
     console.print("[bold]3/3 bt run[/bold] --period 2024-01:2026-05")
     result = _guard(lambda: run_backtest_cli(universe=universe, period="2024-01:2026-05", timeframe="1h",
                                              model_dir=models, cost=CONFIG_DIR / "cost_table.yaml", store=store,
                                              out=out / "bt_out", theta1=None, theta2=None, latency_bars=None,
-                                             pair_ids=None, staged=_staged))
+                                             pair_ids=None))
     print_kpis(result)
 
 

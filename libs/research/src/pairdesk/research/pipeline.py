@@ -10,9 +10,11 @@ written to ``bt_summary``.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,8 @@ from pairdesk.research.inputs import PairInputs, load_pair_inputs
 from pairdesk.research.provenance import code_hash, parse_period, sha256_json
 from pairdesk.research.report import render_report
 from pairdesk.research.settings import load_settings
-from pairdesk.research.train import MODEL_FEATURES, feature_schema, train
+from pairdesk.research.train import Progress, feature_schema, predict_signals, train
 from pairdesk.research.universe import TIMEFRAME_MINUTES, load_universe
-
-Staged = Callable[[Path], AbstractContextManager[Path]]
-Progress = Callable[[str, int, int], None]
 
 #: KPI rows printed and written, in order: (bt_summary column, label).
 KPI_ROWS: tuple[tuple[str, str], ...] = (
@@ -49,6 +48,26 @@ KPI_ROWS: tuple[tuple[str, str], ...] = (
     ("halt_rate", "halt rate (AI2 veto share)"),
     ("pnl_sigma", "PnL σ per trade (USD)"),
 )
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out``; on success replace ``out`` with it atomically-ish
+    (rename), on failure delete it and leave any previous ``out`` untouched."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staged = tmp / out.name
+    staged.mkdir()
+    try:
+        yield staged
+        if out.exists():
+            backup = tmp / (out.name + ".previous")
+            out.rename(backup)
+        staged.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 
 
 def run_ingest(*, path: Path, store: Path, timeframe: str, symbols: list[str] | None, universe: Path) -> IngestReport:
@@ -71,23 +90,15 @@ def run_train(
     pair_ids: list[str] | None,
     cost: Path,
     progress: Progress,
-    staged: Staged,
 ) -> dict[str, Any]:
     """``bt train``: see :func:`pairdesk.research.train.train`; output staged then moved to ``out``."""
     settings = load_settings(timeframe)
     pairs = load_universe(universe, pair_ids)
     per = parse_period(period)
     cost_table = load_yaml(cost)
-    with staged(out) as tmp:
+    with staged_output(out) as tmp:
         return train(pairs, store_dir=store, period=per, settings=settings, out_dir=tmp,
                      cost_table=cost_table, progress=progress)
-
-
-def _predict(model: TrainedModel, feats: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    out = np.full(len(feats), np.nan)
-    if rows.any():
-        out[rows] = model.predict_proba(feats.loc[rows, list(MODEL_FEATURES)])
-    return out
 
 
 def _stamped(df: pd.DataFrame, pair_id: str, stamps: dict[str, Any]) -> pd.DataFrame:
@@ -128,7 +139,6 @@ def run_backtest_cli(
     theta2: float | None,
     latency_bars: int | None,
     pair_ids: list[str] | None,
-    staged: Staged,
 ) -> dict[str, Any]:
     """``bt run``: backtest the combined rule over ``period`` with the models in ``model_dir``.
 
@@ -175,9 +185,7 @@ def run_backtest_cli(
     for pair in pairs:
         inp = load_pair_inputs(pair, store_dir=store, period=per, settings=settings, cost_table=cost_table,
                                warmup_from=warmup_from)
-        finite = np.isfinite(inp.features[list(MODEL_FEATURES)].to_numpy()).all(axis=1)
-        rprob = _predict(models["ai1"], inp.features, inp.candidates & finite)
-        risk = _predict(models["ai2"], inp.features, finite)
+        rprob, risk = predict_signals(models["ai1"], models["ai2"], inp.features, inp.candidates)
         in_period = np.asarray(inp.features.index >= per.start)
         if in_period.sum() < 2:
             raise ValueError(f"{pair.pair_id}: fewer than 2 bars in {per}")
@@ -232,7 +240,7 @@ def run_backtest_cli(
                                                                index=sub.features.index),
                                        "thresholds": {"theta1": th1, "theta2": th2}}))
 
-    with staged(out) as tmp:
+    with staged_output(out) as tmp:
         tables = {"bt_summary": pd.DataFrame(summaries), "bt_trades": pd.concat(trades_all, ignore_index=True),
                   "bt_daily_equity": pd.concat(equity_all, ignore_index=True)}
         for name, df in tables.items():

@@ -70,6 +70,21 @@ def normaliser_params(settings: ResearchSettings) -> NormaliserParams:
     )
 
 
+def predict_signals(
+    ai1: TrainedModel, ai2: TrainedModel, features: pd.DataFrame, candidates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated ``return_prob`` (AI1, only on candidate bars) and ``risk_score`` (AI2, every bar)
+    for ``features`` (n rows); NaN where not predicted or where a model input is not finite."""
+    finite = np.isfinite(features[list(MODEL_FEATURES)].to_numpy()).all(axis=1)
+    out = []
+    for model, rows in ((ai1, candidates & finite), (ai2, finite)):
+        pred = np.full(len(features), np.nan)
+        if rows.any():
+            pred[rows] = model.predict_proba(features.loc[rows, list(MODEL_FEATURES)])
+        out.append(pred)
+    return out[0], out[1]
+
+
 def feature_schema(settings: ResearchSettings) -> dict[str, Any]:
     """The feature contract a model was trained with (hashed into ``feature_schema_hash``)."""
     return {
@@ -287,14 +302,7 @@ def train(
                 if not sel.any():
                     continue
                 f = p.features.iloc[np.flatnonzero(sel)]
-                finite = np.isfinite(f[list(MODEL_FEATURES)].to_numpy()).all(axis=1)
-                cand = p.candidates[sel] & finite
-                rp_ = np.full(len(f), np.nan)
-                rs_ = np.full(len(f), np.nan)
-                if cand.any():
-                    rp_[cand] = models["ai1"].predict_proba(f.loc[cand, list(MODEL_FEATURES)])
-                if finite.any():
-                    rs_[finite] = models["ai2"].predict_proba(f.loc[finite, list(MODEL_FEATURES)])
+                rp_, rs_ = predict_signals(models["ai1"], models["ai2"], f, p.candidates[sel])
                 oos_parts.append(pd.DataFrame({"pair_id": p.pair.pair_id, "fold": k, "return_prob": rp_,
                                                "risk_score": rs_}, index=f.index))
         wf_records.append(record)
@@ -371,4 +379,4 @@ def train(
     return summary
 
 
-__all__ = ["MODEL_FEATURES", "feature_schema", "oos_theta_grid", "select_theta", "train"]
+__all__ = ["MODEL_FEATURES", "feature_schema", "oos_theta_grid", "predict_signals", "select_theta", "train"]
