@@ -1,13 +1,28 @@
-"""Shared fixtures: the shipped real data (checked against data/manifest.json sha256)."""
+"""Shared fixtures.
+
+- The shipped real data (checked against data/manifest.json sha256).
+- Real PostgreSQL and Redis (see pairdesk.common.testing):
+  ``pg_admin_url`` (server admin URL: ``PAIRDESK_TEST_POSTGRES_URL`` or embedded pgserver);
+  ``pg_url`` (a fresh ``pairdesk_test_<random>`` database migrated to head, once per test
+  session, dropped at the end); ``db_session`` (a factory of rolled-back sessions on ``pg_url``:
+  ``async with db_session() as session:`` inside the test's event loop); ``redis_client`` (a
+  RedisTestHandle: URL + a namespace of its own, flushed after the test).
+
+Tests are synchronous and drive coroutines with ``asyncio.run`` (no pytest-asyncio).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from pairdesk.common import testing
+from sqlalchemy.ext.asyncio import AsyncSession
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -36,3 +51,33 @@ def crypto_2025() -> tuple[pd.DataFrame, pd.DataFrame]:
     a = _read_checked("binance_spot_1h/BTCUSDT_1h.csv.gz").loc["2025-01-01":"2025-06-30"]
     b = _read_checked("binance_spot_1h/ETHUSDT_1h.csv.gz").loc["2025-01-01":"2025-06-30"]
     return a, b
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    return testing.postgres_url()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    with testing.temporary_database(pg_admin_url, migrate=True) as url:
+        yield url
+
+
+@pytest.fixture
+def db_session(pg_url: str) -> Callable[[], AbstractAsyncContextManager[AsyncSession]]:
+    return lambda: testing.rollback_session(pg_url)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    return testing.redis_url()
+
+
+@pytest.fixture
+def redis_client(redis_server_url: str) -> Iterator[testing.RedisTestHandle]:
+    handle = testing.RedisTestHandle(redis_server_url, testing.new_namespace())
+    try:
+        yield handle
+    finally:
+        testing.flush_namespace(redis_server_url, handle.namespace)

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         ``iss`` / ``aud`` claims issued and required.
     pairdesk_jwt_ttl_seconds : int
         Default token lifetime in seconds (1 .. 86400).
+    pairdesk_bus_namespace : str
+        Prefix of every Redis key/channel of the signal bus and ops flags (empty in production;
+        tests and side-by-side deployments on one Redis set it).
 
     Raises
     ------
@@ -158,6 +161,7 @@ class Settings(BaseSettings):
     pairdesk_jwt_issuer: str = Field(default="pairdesk", min_length=1)
     pairdesk_jwt_audience: str = Field(default="pairdesk-api", min_length=1)
     pairdesk_jwt_ttl_seconds: int = Field(default=3600, ge=1, le=86400)
+    pairdesk_bus_namespace: str = Field(default="", pattern=r"^[A-Za-z0-9:_\-]*$", max_length=64)
 
     @classmethod
     def settings_customise_sources(
