@@ -81,3 +81,51 @@ def redis_client(redis_server_url: str) -> Iterator[testing.RedisTestHandle]:
         yield handle
     finally:
         testing.flush_namespace(redis_server_url, handle.namespace)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, Path]:
+    """A Parquet store and a ``bt train`` model bundle on real XAUUSD/XAGUSD 1h data.
+
+    Store: 2021-10-01 → 2024-07-01 ingested from the shipped files. Model ``t_2022_2023`` trained
+    on 2022-01:2023-12 (backtest on 2024-01:2024-06). Built once per test run and shared by
+    every xdist worker (a file lock guards the build). Keys: ``store``, ``models`` (the bundle
+    folder), ``drop`` (the file drop), ``root``.
+    """
+    import fcntl
+
+    from pairdesk.research.pipeline import run_ingest, run_train
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / "trained_bundle"
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "root": root,
+        "drop": root / "drop",
+        "store": root / "store",
+        "models": root / "models" / "t_2022_2023",
+    }
+    with (root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".done").exists():
+            drop = paths["drop"]
+            drop.mkdir(exist_ok=True)
+            for sym in ("XAUUSD", "XAGUSD"):
+                df = _read_checked(f"mt5_simom1_h1/{sym}_1h.csv.gz").loc["2021-10-01":"2024-06-30"]
+                df.reset_index().to_csv(drop / f"{sym}_1h.csv", index=False)
+            universe = REPO / "config" / "universe.yaml"
+            run_ingest(
+                path=drop, store=paths["store"], timeframe="1h", symbols=None, universe=universe
+            )
+            run_train(
+                universe=universe,
+                period="2022-01:2023-12",
+                timeframe="1h",
+                store=paths["store"],
+                out=paths["models"],
+                pair_ids=None,
+                cost=REPO / "config" / "cost_table.yaml",
+                progress=lambda *a: None,
+            )
+            (root / ".done").write_text("ok")
+    return paths

@@ -58,6 +58,12 @@ SIGNALS_CHANNEL = "signals"
 SIGNALS_STREAM = "signals:stream"
 OPS_FLAGS_KEY = "core:ops:flags"
 FLAGS_CHANGED_CHANNEL = "core:ops:flags:changed"
+#: Pub/sub channel announcing newly stored closed bars (the bars themselves live in PostgreSQL
+#: ``canonical_bars``; consumers read them by watermark, so a lost notice loses no bar).
+BARS_CLOSED_CHANNEL = "bars:closed"
+#: Hash pair_id → JSON of the live per-pair risk metrics core_inference maintains (drawdown,
+#: rolling correlation...), read by the ops resume guards (spec 004 §運用Runbook 再開手順).
+PAIR_METRICS_KEY = "core:pair_metrics"
 
 T = TypeVar("T")
 
@@ -115,6 +121,16 @@ class BusNames:
     def ops_flags(self) -> str:
         """Hash with the ops runtime flags."""
         return self._key(OPS_FLAGS_KEY)
+
+    @property
+    def pair_metrics(self) -> str:
+        """Hash of live per-pair risk metrics (JSON per pair_id)."""
+        return self._key(PAIR_METRICS_KEY)
+
+    @property
+    def bars_closed_channel(self) -> str:
+        """Pub/sub channel announcing newly stored closed bars."""
+        return self._key(BARS_CLOSED_CHANNEL)
 
     @property
     def flags_changed_channel(self) -> str:
@@ -371,6 +387,34 @@ class SignalBus:
                 return out
             out.extend(chunk)
             cursor = chunk[-1].id
+
+    async def set_pair_metrics(self, pair_id: str, metrics: Mapping[str, Any]) -> None:
+        """Store the live risk metrics of ``pair_id`` (JSON-serialisable mapping, replaced whole)."""
+        body = json.dumps(dict(metrics), separators=(",", ":"), allow_nan=False)
+        await self.client.hset(self.names.pair_metrics, pair_id, body)  # type: ignore[misc]
+
+    async def get_pair_metrics(self) -> dict[str, dict[str, Any]]:
+        """Return ``{pair_id: metrics}`` for every pair with stored live metrics."""
+        raw: Mapping[str, str] = await self.client.hgetall(self.names.pair_metrics)  # type: ignore[misc]
+        return {str(k): json.loads(v) for k, v in raw.items()}
+
+    async def announce_bars_closed(self, payload: Mapping[str, Any]) -> int:
+        """Publish a "new closed bars stored" notice; return the number of receivers.
+
+        Parameters
+        ----------
+        payload : mapping
+            JSON-serialisable, e.g. ``{"timeframe": "1h", "symbols": ["XAUUSD"],
+            "last_ts_utc": "2024-06-28T20:00:00+00:00", "ingest_run_id": "..."}``.
+        """
+        body = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
+        return int(await self.client.publish(self.names.bars_closed_channel, body))
+
+    @asynccontextmanager
+    async def subscribe_bars_closed(self) -> AsyncIterator[Subscription[dict[str, Any]]]:
+        """Subscribe to closed-bar notices (async context manager)."""
+        async with self._subscribe(self.names.bars_closed_channel, json.loads) as sub:
+            yield sub
 
     @asynccontextmanager
     async def subscribe_signals(self) -> AsyncIterator[Subscription[SignalMessage]]:

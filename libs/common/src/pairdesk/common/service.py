@@ -104,7 +104,9 @@ def get_resources(request: Request) -> ServiceResources:
     resources = getattr(request.app.state, "resources", None)
     if not isinstance(resources, ServiceResources):
         domain = getattr(request.app.state, "error_domain", "UI")
-        raise ApiError(error_id(domain, "DEP", "UNAVAIL"), "Service is not started", status_code=503)
+        raise ApiError(
+            error_id(domain, "DEP", "UNAVAIL"), "Service is not started", status_code=503
+        )
     return resources
 
 
