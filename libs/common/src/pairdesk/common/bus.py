@@ -391,11 +391,11 @@ class SignalBus:
     async def set_pair_metrics(self, pair_id: str, metrics: Mapping[str, Any]) -> None:
         """Store the live risk metrics of ``pair_id`` (JSON-serialisable mapping, replaced whole)."""
         body = json.dumps(dict(metrics), separators=(",", ":"), allow_nan=False)
-        await self.client.hset(self.names.pair_metrics, pair_id, body)  # type: ignore[misc]
+        await self.client.hset(self.names.pair_metrics, pair_id, body)
 
     async def get_pair_metrics(self) -> dict[str, dict[str, Any]]:
         """Return ``{pair_id: metrics}`` for every pair with stored live metrics."""
-        raw: Mapping[str, str] = await self.client.hgetall(self.names.pair_metrics)  # type: ignore[misc]
+        raw = await self.client.hgetall(self.names.pair_metrics)
         return {str(k): json.loads(v) for k, v in raw.items()}
 
     async def announce_bars_closed(self, payload: Mapping[str, Any]) -> int:
