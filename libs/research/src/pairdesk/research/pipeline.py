@@ -139,8 +139,12 @@ def run_backtest_cli(
     theta2: float | None,
     latency_bars: int | None,
     pair_ids: list[str] | None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """``bt run``: backtest the combined rule over ``period`` with the models in ``model_dir``.
+
+    ``run_id`` stamps every output row; a fresh uuid4 when omitted (the CLI). The backtest
+    service passes its ``bt_runs.run_id`` so files and database rows carry the same id.
 
     Raises
     ------
@@ -170,7 +174,7 @@ def run_backtest_cli(
     run_params = {"theta1": th1, "theta2": th2, "backtest": bt_params.__dict__, "period": str(per),
                   "timeframe": timeframe, "cost_table": cost_table, "kpi": settings.kpi}
     stamps_common = {
-        "run_id": str(uuid.uuid4()),
+        "run_id": run_id if run_id is not None else str(uuid.uuid4()),
         "model_version": str(mparams.get("model_version", model_dir.name)),
         "feature_schema_hash": schema_hash,
         "code_hash": code_hash(),

@@ -1,1 +1,2 @@
-"""Pairdesk analytics service (DESIGN.md §5). Its API lands with the platform issue."""
+"""Pairdesk analytics service: trading, model, data-quality and risk metrics (DESIGN.md §5;
+spec 004 §ml-assets-analytics 仕様 v1)."""

@@ -1,1 +1,2 @@
-"""Pairdesk config_api service (DESIGN.md §5). Its API lands with the platform issue."""
+"""Pairdesk config_api service: bearer tokens, policy configs, validation and audit (DESIGN.md
+§5/§6; spec 004 §設定変更ワークフロー仕様 v1)."""
