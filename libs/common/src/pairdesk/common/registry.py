@@ -88,10 +88,12 @@ def read_bundle(model_dir: Path) -> dict[str, Any]:
     try:
         params = yaml.safe_load((model_dir / "params.yaml").read_text())
         metrics = json.loads((model_dir / "metrics.json").read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         raise BundleError(f"model folder {model_dir}: unreadable artefact ({exc})") from None
     if not isinstance(params, dict) or "model_version" not in params:
         raise BundleError(f"model folder {model_dir}: params.yaml has no model_version")
+    if not isinstance(metrics, dict):
+        raise BundleError(f"model folder {model_dir}: metrics.json is not a JSON object")
     return {"params": params, "metrics": metrics}
 
 
@@ -182,7 +184,9 @@ async def get_model(session: AsyncSession, version: str) -> ModelRegistry | None
 
 async def list_models(session: AsyncSession, timeframe: str | None = None) -> list[ModelRegistry]:
     """Return registry rows, newest first, optionally of one timeframe."""
-    stmt = select(ModelRegistry).order_by(ModelRegistry.created_at.desc())
+    stmt = select(ModelRegistry).order_by(
+        ModelRegistry.created_at.desc(), ModelRegistry.model_version.desc()
+    )
     if timeframe is not None:
         stmt = stmt.where(ModelRegistry.timeframe == timeframe)
     return list((await session.scalars(stmt)).all())
