@@ -6,8 +6,8 @@
 One OpenAPI 3.1 document for the platform. Each ``/api/v1`` path carries a path-level
 ``servers`` entry naming the service that serves it (default local ports of ``pairdesk up``) and
 an ``x-pairdesk-service`` extension; ``/healthz`` and ``/readyz`` are served by every service and
-appear once. Component schemas are merged by name; two services defining the same name with
-different content is an error (rename one of them).
+appear once. Component schemas are merged by name; when two services define one name differently, the
+later service's schema is renamed ``<Service>Name`` (its ``$ref`` s rewritten).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,20 +51,46 @@ def service_openapi(name: str) -> dict[str, Any]:
     return doc
 
 
+def _namespaced(doc: dict[str, Any], service: str, seen: dict[str, Any]) -> dict[str, Any]:
+    """Rename this service's component schemas that clash with another service's same name.
+
+    A clashing ``Name`` becomes ``<ServiceCamel>Name`` and every ``$ref`` to it in ``doc`` is
+    rewritten; identical definitions are shared as they are.
+    """
+    prefix = "".join(part.title() for part in service.split("_"))
+    clashes = [
+        key
+        for key, value in doc.get("components", {}).get("schemas", {}).items()
+        if key in seen and seen[key] != value
+    ]
+    if not clashes:
+        return doc
+    text = json.dumps(doc)
+    for key in clashes:
+        text = text.replace(
+            f'"#/components/schemas/{key}"', f'"#/components/schemas/{prefix}{key}"'
+        )
+    renamed: dict[str, Any] = json.loads(text)
+    schemas = renamed["components"]["schemas"]
+    for key in clashes:
+        schemas[f"{prefix}{key}"] = schemas.pop(key)
+    return renamed
+
+
 def build() -> dict[str, Any]:
     """Return the merged platform document.
 
     Raises
     ------
     ValueError
-        Two services serve the same ``/api/v1`` path, or define one component name differently.
+        Two services serve the same ``/api/v1`` path.
     """
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     security: dict[str, Any] = {}
     owner: dict[str, str] = {}
     for name, port in SERVICES.items():
-        doc = service_openapi(name)
+        doc = _namespaced(service_openapi(name), name, schemas)
         for path, item in doc.get("paths", {}).items():
             if path in SHARED_PATHS:
                 paths.setdefault(path, item)
@@ -77,10 +104,7 @@ def build() -> dict[str, Any]:
                 **item,
             }
         components = doc.get("components", {})
-        for key, value in components.get("schemas", {}).items():
-            if key in schemas and schemas[key] != value:
-                raise ValueError(f"component schema {key!r} differs between services ({name})")
-            schemas[key] = value
+        schemas.update(components.get("schemas", {}))
         security.update(components.get("securitySchemes", {}))
     return {
         "openapi": "3.1.0",

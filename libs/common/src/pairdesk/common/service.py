@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pairdesk.common.api import ApiResponse, RequestId, install_error_handlers, ok
 from pairdesk.common.bus import SignalBus, create_redis
 from pairdesk.common.db import create_engine, create_session_factory
@@ -37,7 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 __all__ = [
     "API_PREFIX",
+    "MAX_OFFSET",
     "BusDep",
+    "OffsetQuery",
     "Page",
     "RedisDep",
     "ResourcesDep",
@@ -51,6 +53,10 @@ T = TypeVar("T")
 
 #: Base path of every service's business endpoints (spec 004 §OpenAPI 概要 v1).
 API_PREFIX: Final = "/api/v1"
+#: Largest ``offset`` a paged endpoint accepts (PostgreSQL OFFSET is int64; beyond this is abuse).
+MAX_OFFSET: Final = 1_000_000_000
+#: The ``offset`` query parameter of every paged endpoint.
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip")]
 #: Seconds a readiness probe waits for each dependency before calling it unavailable.
 READY_TIMEOUT_S: Final = 2.0
 

@@ -23,7 +23,7 @@ from pairdesk.common.api import ApiResponse, RequestId, ok
 from pairdesk.common.auth import Permission, TokenClaims, require
 from pairdesk.common.errors import ApiError, error_id
 from pairdesk.common.models import BtRunStatus
-from pairdesk.common.service import Page, SessionDep
+from pairdesk.common.service import OffsetQuery, Page, SessionDep
 
 __all__ = ["BacktestRuntime", "RuntimeDep", "router"]
 
@@ -50,7 +50,6 @@ Launcher = Annotated[TokenClaims, Depends(require(Permission.BACKTEST_LAUNCH))]
 RunIdQuery = Annotated[str, Query(min_length=1, max_length=64, description="bt_runs.run_id")]
 PairQuery = Annotated[str | None, Query(max_length=64, description="Only this pair")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -117,7 +116,7 @@ async def list_runs(
     request_id: RequestId,
     status: Annotated[BtRunStatus | None, Query()] = None,
     limit: Limit = 50,
-    offset: Offset = 0,
+    offset: OffsetQuery = 0,
 ) -> ApiResponse[Page[BtRunRead]]:
     """One page of runs, optionally of one status."""
     items, total = await service.list_runs(session, status=status, limit=limit, offset=offset)
@@ -147,7 +146,7 @@ async def list_trades(
     request_id: RequestId,
     pair_id: PairQuery = None,
     limit: Limit = 100,
-    offset: Offset = 0,
+    offset: OffsetQuery = 0,
 ) -> ApiResponse[Page[BtTradeRead]]:
     """One page of trades ordered by pair and entry time."""
     items, total = await service.list_trades(

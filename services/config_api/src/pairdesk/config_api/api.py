@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pairdesk.common.api import ApiResponse, RequestId, ok
 from pairdesk.common.auth import Permission, SettingsDep, TokenClaims, require
 from pairdesk.common.models import ConfigChangeState
-from pairdesk.common.service import SessionDep
+from pairdesk.common.service import OffsetQuery, SessionDep
 from pairdesk.config_api import service
 from pairdesk.config_api.schemas import (
     CONFIG_NAME_PATTERN,
@@ -88,7 +88,7 @@ async def get_audit(
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> ApiResponse[ConfigChangePage]:
     """Spec 004 ``GET /configs/audit?status=&config_name=&from=&to=`` (``state`` = status)."""
     page = await service.audit_page(

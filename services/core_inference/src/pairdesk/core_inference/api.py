@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pairdesk.common.api import ApiResponse, RequestId, ok
 from pairdesk.common.auth import Permission, TokenClaims, require
 from pairdesk.common.errors import ApiError, error_id
-from pairdesk.common.service import SessionDep
+from pairdesk.common.service import OffsetQuery, SessionDep
 from pairdesk.core_inference import service
 from pairdesk.core_inference.schemas import (
     InferenceStatus,
@@ -70,7 +70,7 @@ async def signals_history(
     since: Annotated[datetime | None, Query(description="Bars from (RFC 3339, inclusive)")] = None,
     until: Annotated[datetime | None, Query(description="Bars before (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> ApiResponse[SignalPage]:
     """``signals_history`` filtered by pair, timeframe, action and bar time."""
     page = await service.history(

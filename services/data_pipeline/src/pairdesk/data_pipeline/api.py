@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pairdesk.common.api import ApiResponse, RequestId, ok
 from pairdesk.common.auth import Permission, Role, TokenClaims, require, require_role
-from pairdesk.common.service import BusDep, SessionDep
+from pairdesk.common.service import BusDep, OffsetQuery, SessionDep
 from pairdesk.data_pipeline import service
 from pairdesk.data_pipeline.schemas import (
     BarPage,
@@ -131,7 +131,7 @@ async def get_bars(
     start: Annotated[datetime | None, Query(description="Inclusive bar open time (UTC)")] = None,
     end: Annotated[datetime | None, Query(description="Exclusive bar open time (UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> ApiResponse[BarPage]:
     """Bars in ``[start, end)`` ordered by ``ts_utc``; 422 ``DATA_REQ_RANGE`` if start > end."""
     page = await service.get_bars(

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pairdesk.common.api import ApiResponse, RequestId, ok
 from pairdesk.common.auth import Permission, TokenClaims, require
-from pairdesk.common.service import BusDep, Page, SessionDep
+from pairdesk.common.service import BusDep, OffsetQuery, Page, SessionDep
 from pairdesk.ops_api import service
 from pairdesk.ops_api.schemas import (
     OpsActionRead,
@@ -201,7 +201,7 @@ async def get_actions(
     session: SessionDep,
     request_id: RequestId,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> ApiResponse[Page[OpsActionRead]]:
     """One page of ``audit.analytics_actions`` rows whose action starts with ``ops.``."""
     result = await service.list_ops_actions(session=session, limit=limit, offset=offset)
