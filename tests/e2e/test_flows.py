@@ -123,3 +123,117 @@ def test_prometheus_scrapes_all_six(platform: Platform) -> None:
             assert f"# TYPE {metric}" in text, (name, metric)
         assert "PAIRDESK_JWT_SECRET" not in text
         assert platform.secret not in text
+
+
+# --- ops: halt at 3 a.m., resume with guards ------------------------------------------------
+# Entries of the same model and θ on this data (bt run 2023-07:2024-06; fills one bar after the
+# signal bar): none between 2023-10-13 and April 2024, then E1 long 2024-04-17 17:00 (exit
+# 04-19), E2 long 04-30 14:00 (exit 05-02), E3 short 05-07 02:00. data_pipeline stores whole
+# monthly partitions, so the drops are months: March and before warm the live state up, April
+# arrives halted (E1 and E2 must be blocked), May after the resume (E3 must be emitted: the live
+# book is flat then, as the backtest's was).
+E1 = pd.Timestamp("2024-04-17 17:00", tz="UTC")
+E2 = pd.Timestamp("2024-04-30 14:00", tz="UTC")
+E3 = pd.Timestamp("2024-05-07 02:00", tz="UTC")
+DROPS = {
+    "a": ("2023-11-01", "2024-04-01"),  # history: warms the live state up, nothing emitted
+    "b": ("2024-04-01", "2024-05-01"),  # halted: E1 and E2 blocked
+    "c": ("2024-05-01", "2024-06-01"),  # resumed: E3 emitted
+}
+
+
+def _ingest(platform: Platform, name: str) -> pd.Timestamp:
+    """Write a drop with the shipped bars of ``DROPS[name]`` and POST it to data_pipeline."""
+    start, end = (pd.Timestamp(x, tz="UTC") for x in DROPS[name])
+    folder = platform.drop_root / name
+    folder.mkdir()
+    last = None
+    for sym in ("XAUUSD", "XAGUSD"):
+        df = pd.read_csv(REPO / "data" / "mt5_simom1_h1" / f"{sym}_1h.csv.gz")
+        ts = pd.to_datetime(df["ts_utc"], utc=True)
+        part = df[(ts >= start) & (ts < end)]
+        part.to_csv(folder / f"{sym}_1h.csv", index=False)
+        last = pd.Timestamp(part["ts_utc"].iloc[-1])
+    r = httpx.post(f"{platform.urls['data_pipeline']}/api/v1/data/ingest/runs",
+                   json={"source": "file", "path": str(folder), "timeframe": "1h"},
+                   headers=platform.headers("editor"), timeout=300)  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    assert last is not None
+    return last
+
+
+def _wait_consumed(platform: Platform, last_bar: pd.Timestamp) -> dict[str, Any]:
+    url = f"{platform.urls['core_inference']}/api/v1/inference/status"
+
+    def done(body: dict[str, Any]) -> bool:
+        pairs = body["data"]["pairs"]
+        return bool(pairs) and all(
+            p["watermark"] is not None and pd.Timestamp(p["watermark"]) >= last_bar for p in pairs
+        ) and body["data"]["pending_unpublished"] == 0  # fmt: skip
+
+    return _poll(url, platform.headers("viewer"), done, timeout=600)["data"]
+
+
+def _signals(platform: Platform, since: str, until: str) -> list[dict[str, Any]]:
+    """Every stored signal of the pair with ``since <= ts_utc < until`` (newest first)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = httpx.get(f"{platform.urls['core_inference']}/api/v1/signals/history",
+                         params={"pair_id": PAIR, "since": since, "until": until, "limit": 1000,
+                                 "offset": len(out)},
+                         headers=platform.headers("viewer"), timeout=30).json()["data"]  # fmt: skip
+        out.extend(page["items"])
+        if len(out) >= page["total"]:
+            return out
+
+
+def test_ops_halt_blocks_entries_and_resume_restores_them(platform: Platform) -> None:
+    ops = platform.urls["ops_api"]
+    core = platform.urls["core_inference"]
+    act = httpx.post(f"{core}/api/v1/models/{platform.model_version}/activate",
+                     json={"reason": "e2e: go live"}, headers=platform.headers("approver"),
+                     timeout=60)  # fmt: skip
+    assert act.status_code == 200, act.text
+
+    status = _wait_consumed(platform, _ingest(platform, "a"))
+    assert status["model_version"] == platform.model_version
+    # first start: the stored history only warms the state up (features, paper book); nothing
+    # is emitted for bars that were already old when the model went live
+    assert all(p["ready"] and p["position"] == "flat" for p in status["pairs"]), status["pairs"]
+    assert _signals(platform, "2023-11-01T00:00:00Z", "2024-04-01T00:00:00Z") == []
+
+    # 3 a.m.: an editor halts new entries
+    halt = httpx.post(f"{ops}/api/v1/ops/halt",
+                      json={"scope": "portfolio", "level": "soft", "reason": "e2e: DD alert"},
+                      headers=platform.headers("editor"), timeout=30)  # fmt: skip
+    assert halt.status_code == 200, halt.text
+    _wait_consumed(platform, _ingest(platform, "b"))
+    during = _signals(platform, "2024-04-01T00:00:00Z", "2024-05-01T00:00:00Z")
+    assert len(during) > 400  # one signal per bar
+    assert not [s for s in during if s["action"].startswith("enter")]
+    blocked = [pd.Timestamp(s["ts_utc"]) for s in during if s["action"] == "entry_blocked"]
+    for entry in (E1, E2):  # the signal bar is the bar before the backtest's fill
+        assert any(entry - pd.Timedelta(hours=3) <= ts < entry for ts in blocked), (entry, blocked)
+
+    # an editor may not resume; an approver may, once the guards pass
+    body = {"scope": "portfolio", "reason": "e2e: DD recovered",
+            "checklist_url": "https://runbook.example/resume/1"}  # fmt: skip
+    denied = httpx.post(f"{ops}/api/v1/ops/resume", json=body,
+                        headers=platform.headers("editor"), timeout=30)  # fmt: skip
+    assert denied.status_code == 403
+    resume = httpx.post(f"{ops}/api/v1/ops/resume", json=body,
+                        headers=platform.headers("approver"), timeout=30)  # fmt: skip
+    assert resume.status_code == 200, resume.text
+    state = httpx.get(f"{ops}/api/v1/ops/state", headers=platform.headers("viewer"),
+                      timeout=30).json()["data"]  # fmt: skip
+    assert state["flags"]["global_halt"] in (None, "none")
+
+    _wait_consumed(platform, _ingest(platform, "c"))
+    after = _signals(platform, "2024-05-01T00:00:00Z", "2024-06-01T00:00:00Z")
+    entries = sorted(
+        (s for s in after if s["action"].startswith("enter")), key=lambda s: s["ts_utc"]
+    )
+    assert entries, "no entry after resume"
+    assert entries[0]["action"] == "enter_short_spread"
+    assert E3 - pd.Timedelta(hours=3) <= pd.Timestamp(entries[0]["ts_utc"]) < E3
+    assert all(s["stream_id"] for s in during + after)  # every signal reached the stream
