@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== ruff"; ruff check .
-echo "== mypy (libs)"; mypy libs/quant/src libs/common/src libs/research/src
+echo "== mypy (libs, services)"; mypy libs/quant/src libs/common/src libs/research/src services/*/src
 echo "== import-linter"; lint-imports
-echo "== pytest"; pytest -n 2 "$@"
+# --dist loadgroup: tests sharing the running platform (xdist_group "platform") stay on one worker
+echo "== pytest"; pytest -n 2 --dist loadgroup "$@"
