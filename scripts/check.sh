@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 echo "== ruff"; ruff check .
 echo "== mypy (libs, services)"; mypy libs/quant/src libs/common/src libs/research/src services/*/src
 echo "== import-linter"; lint-imports
-# --dist loadgroup: tests sharing the running platform (xdist_group "platform") stay on one worker
-echo "== pytest"; pytest -n 2 --dist loadgroup "$@"
+# --dist loadfile: a module's tests share module-scoped apps and state, and run on one worker
+echo "== pytest"; pytest -n 2 --dist loadfile "$@"

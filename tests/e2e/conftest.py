@@ -7,8 +7,8 @@ from. The trained model is registered with ``pairdesk models register`` (setup o
 flow under test then goes through HTTP). Users ``viewer1``/``editor1``/``approver1``/``admin1``
 are created with ``pairdesk users add``.
 
-All tests using it carry ``xdist_group("platform")`` so xdist (``--dist loadgroup``) runs them
-on one worker, against one platform.
+All tests using it are collected by the one module ``test_platform.py``, so xdist
+(``--dist loadfile``) runs them on one worker, against one platform.
 """
 
 from __future__ import annotations

@@ -543,7 +543,6 @@ class InferenceWorker:
             rt.watermark = ts
             self._note_error(f"pair {rt.pair.pair_id} bar {ts.isoformat()}", exc)
             return
-        rt.watermark = ts
         self._observe(model, out)
         if out.bar.ready:
             rec = self._record(rt, model, theta, out)
@@ -551,6 +550,9 @@ class InferenceWorker:
                 await repo.insert_signal(session, rec)
             rt.last_action = out.action.value
             rt.last_signal_ts = rec.ts_utc
+        # the watermark moves only once the bar's signal is stored, so a reader that sees the
+        # watermark at ts also sees that signal (pending or published)
+        rt.watermark = ts
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         if elapsed_ms > self.core.latency_budget_ms:
             _log.warning(

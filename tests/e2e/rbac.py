@@ -27,8 +27,6 @@ from pairdesk.common.settings import Settings
 
 from .conftest import Platform
 
-pytestmark = pytest.mark.xdist_group("platform")
-
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
 DOMAIN = {

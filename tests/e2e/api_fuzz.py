@@ -18,8 +18,6 @@ from hypothesis import HealthCheck, Phase
 
 from .conftest import Platform
 
-pytestmark = pytest.mark.xdist_group("platform")
-
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi.yaml"
 MAX_EXAMPLES = 8
 

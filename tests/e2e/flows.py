@@ -7,7 +7,7 @@
    resumes (guards pass) → the next entry is emitted again.
 3. Prometheus scrapes ``/metrics`` of all six services.
 
-Tests run in file order on one worker (``xdist_group``) against one platform.
+Collected by ``test_platform.py``, in this order, on one worker against one platform.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from typing import Any
 
 import httpx
 import pandas as pd
-import pytest
 from pairdesk.research.cli import bt_app
 from typer.testing import CliRunner
 
 from .conftest import REPO, THETA1, THETA2, Platform
-
-pytestmark = pytest.mark.xdist_group("platform")
 
 PAIR = "XAUUSD_XAGUSD"
 PERIOD = "2024-01:2024-06"
