@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
-from pairdesk.common.service import ResourcesDep, create_service_app
+from pairdesk.common.service import ResourcesDep, SessionDep, create_service_app
 from pairdesk.common.settings import Settings
 from pairdesk.common.testing import RedisTestHandle
 
@@ -68,3 +68,54 @@ def test_readyz_503_when_database_not_migrated(
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["error"]["details"]["postgres"].startswith("unavailable")
+
+
+def test_lost_database_is_503_in_the_envelope_not_500(redis_client: RedisTestHandle) -> None:
+    from sqlalchemy import text
+
+    router = APIRouter()
+
+    @router.get("/rows")
+    async def rows(session: SessionDep) -> dict[str, int]:
+        return {"n": int((await session.execute(text("SELECT 1"))).scalar_one())}
+
+    settings = Settings.from_mapping(
+        {"POSTGRES_URL": "postgresql://nobody@127.0.0.1:1/x", "REDIS_URL": redis_client.url}
+    )
+    app = create_service_app(
+        name="demo_svc",
+        domain="BT",
+        title="t",
+        description="d",
+        routers=[router],
+        settings=settings,
+    )
+    with TestClient(app) as client:
+        r = client.get("/api/v1/rows")
+        assert r.status_code == 503
+        assert r.json()["error"]["id"] == "BT_DEP_UNAVAIL"
+        assert r.json()["error"]["message"] == "PostgreSQL is unavailable; retry later"
+        assert r.headers["Retry-After"] == "5"
+
+
+def test_lost_redis_is_503(pg_url: str) -> None:
+    router = APIRouter()
+
+    @router.get("/ping")
+    async def ping(resources: ResourcesDep) -> dict[str, bool]:
+        return {"ok": bool(await resources.redis.ping())}
+
+    settings = Settings.from_mapping({"POSTGRES_URL": pg_url, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = create_service_app(
+        name="demo_svc",
+        domain="OPS",
+        title="t",
+        description="d",
+        routers=[router],
+        settings=settings,
+    )
+    with TestClient(app) as client:
+        r = client.get("/api/v1/ping")
+        assert r.status_code == 503
+        assert r.json()["error"]["id"] == "OPS_DEP_UNAVAIL"
+        assert r.json()["error"]["message"] == "Redis is unavailable; retry later"

@@ -23,7 +23,8 @@ in [0, 1], not percent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from types import MappingProxyType
 from typing import Final
 
@@ -37,7 +38,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 __all__ = [
     "BETA_STABILITY_STD",
@@ -179,6 +180,20 @@ SPEC_METRICS: Final[Mapping[str, MetricWrapperBase]] = MappingProxyType(
 )
 
 
+@cache
+def _request_metrics() -> Callable[[metrics.Info], None]:
+    """The default HTTP request metrics (``http_requests_total``, latency histograms...).
+
+    Built once per process: the collectors register on the global registry only once, so a
+    second app in the same process (tests, an embedded sub-app) must reuse this closure, or its
+    requests would silently not be counted.
+    """
+    fn = metrics.default()
+    if fn is None:  # pragma: no cover - the library returns None only on a duplicate registry
+        raise RuntimeError("HTTP request metrics are already registered by another instrumentator")
+    return fn
+
+
 def instrument(app: FastAPI, service: str) -> Instrumentator:
     """Add HTTP request metrics and an unauthenticated ``GET /metrics`` to ``app``.
 
@@ -203,6 +218,7 @@ def instrument(app: FastAPI, service: str) -> Instrumentator:
         should_ignore_untemplated=True,
         excluded_handlers=[METRICS_PATH],
     )
+    instrumentator.add(_request_metrics())
     instrumentator.instrument(app).expose(
         app, endpoint=METRICS_PATH, include_in_schema=False, should_gzip=False
     )

@@ -4,7 +4,9 @@
 
 - owns its PostgreSQL engine, Redis client and :class:`~pairdesk.common.bus.SignalBus` in the
   lifespan (nothing connects at import time or in the factory);
-- answers every error in the spec's ``ApiResponse`` envelope with ``{DOMAIN}_…`` error ids;
+- answers every error in the spec's ``ApiResponse`` envelope with ``{DOMAIN}_…`` error ids; a
+  lost PostgreSQL or Redis connection is 503 ``{DOMAIN}_DEP_UNAVAIL`` (``Retry-After``), not a
+  500 or a hang (asyncpg connect timeout 5 s, Redis socket timeouts 2 s);
 - serves ``GET /healthz`` (liveness: the process answers), ``GET /readyz`` (PostgreSQL reachable
   and migrated, Redis answers; 503 ``{DOMAIN}_DEP_UNAVAIL`` naming the failing dependency
   otherwise) and an unauthenticated ``GET /metrics``;
@@ -17,14 +19,24 @@ Endpoints reach the resources through the typed dependency aliases :data:`Sessio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Generic, TypeVar
 
+import asyncpg
 import redis.asyncio as aioredis
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from pairdesk.common.api import ApiResponse, RequestId, install_error_handlers, ok
+from fastapi.responses import JSONResponse
+from pairdesk.common.api import (
+    ApiResponse,
+    RequestId,
+    error_response,
+    get_request_id,
+    install_error_handlers,
+    ok,
+)
 from pairdesk.common.bus import SignalBus, create_redis
 from pairdesk.common.db import create_engine, create_session_factory
 from pairdesk.common.errors import ApiError, error_id
@@ -32,6 +44,10 @@ from pairdesk.common.logs import configure_logging
 from pairdesk.common.observability import instrument
 from pairdesk.common.settings import Settings, get_settings
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -50,6 +66,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = structlog.get_logger("pairdesk.service")
 
 #: Base path of every service's business endpoints (spec 004 §OpenAPI 概要 v1).
 API_PREFIX: Final = "/api/v1"
@@ -163,6 +180,40 @@ async def _probe(check: Any) -> str:
         return f"unavailable: {type(exc).__name__}"
 
 
+def _dependency_outage(domain: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """Handler turning a lost PostgreSQL/Redis connection into 503 ``{DOMAIN}_DEP_UNAVAIL``.
+
+    Only connection-level failures are mapped (refused, reset, timed out, pool exhausted);
+    any other database error stays an internal error (500, logged with its traceback).
+    """
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        which = "Redis" if isinstance(exc, RedisError) else "PostgreSQL"
+        _log.warning("dependency_unavailable", dependency=which, error=type(exc).__name__,
+                     path=request.url.path)  # fmt: skip
+        return error_response(
+            get_request_id(request),
+            error_id(domain, "DEP", "UNAVAIL"),
+            f"{which} is unavailable; retry later",
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    return handle
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (OSError, TimeoutError, sa_exc.TimeoutError, asyncpg.PostgresConnectionError,
+                             asyncpg.exceptions.CannotConnectNowError)):  # fmt: skip
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _require_url(value: str | None, env: str, service: str) -> str:
     if not value:
         raise RuntimeError(
@@ -245,6 +296,18 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.settings = cfg
     install_error_handlers(app, domain)
+    outage = _dependency_outage(domain)
+    app.add_exception_handler(RedisConnectionError, outage)
+    app.add_exception_handler(RedisTimeoutError, outage)
+
+    async def db_error(request: Request, exc: Exception) -> JSONResponse:
+        if _is_connection_error(exc):
+            return await outage(request, exc)
+        raise exc
+
+    app.add_exception_handler(sa_exc.DBAPIError, db_error)
+    app.add_exception_handler(sa_exc.TimeoutError, db_error)
+    app.add_exception_handler(OSError, db_error)
     instrument(app, name)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
