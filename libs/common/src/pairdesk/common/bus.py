@@ -64,6 +64,9 @@ BARS_CLOSED_CHANNEL = "bars:closed"
 #: Hash pair_id → JSON of the live per-pair risk metrics core_inference maintains (drawdown,
 #: rolling correlation...), read by the ops resume guards (spec 004 §運用Runbook 再開手順).
 PAIR_METRICS_KEY = "core:pair_metrics"
+#: Hash timeframe → JSON θ1/θ2 override written by ops rollback of θ (spec 004 §運用Runbook
+#: ロールバック), read by core_inference while its ``applies_to_model_version`` is active.
+OPS_THETA_KEY = "core:ops:theta"
 
 T = TypeVar("T")
 
@@ -121,6 +124,11 @@ class BusNames:
     def ops_flags(self) -> str:
         """Hash with the ops runtime flags."""
         return self._key(OPS_FLAGS_KEY)
+
+    @property
+    def ops_theta(self) -> str:
+        """Hash of θ overrides per timeframe (ops rollback of θ)."""
+        return self._key(OPS_THETA_KEY)
 
     @property
     def pair_metrics(self) -> str:

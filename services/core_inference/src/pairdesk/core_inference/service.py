@@ -94,7 +94,6 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
-    "OPS_THETA_KEY",
     "InferenceWorker",
     "LoadedModel",
     "activate",
@@ -106,7 +105,6 @@ __all__ = [
 
 #: Redis hash of the ops θ overrides (field = timeframe, value = JSON), behind the bus
 #: namespace like every other key; written by ops_api ``POST /ops/rollback {target: theta}``.
-OPS_THETA_KEY = "core:ops:theta"
 #: New bars read per pair and pass.
 _BARS_PER_PASS = 5_000
 
@@ -192,7 +190,7 @@ class InferenceWorker:
         self.schema_hash = sha256_json(feature_schema(self.research))
         self.bar = pd.Timedelta(minutes=TIMEFRAME_MINUTES[core.timeframe])
         names = resources.bus.names
-        self.theta_key = f"{names.namespace}:{OPS_THETA_KEY}" if names.namespace else OPS_THETA_KEY
+        self.theta_key = names.ops_theta
         self.model: LoadedModel | None = None
         self.state = "starting"
         self.theta: _Theta | None = None

@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
     "OPS_ACTION_PREFIX",
-    "OPS_THETA_KEY",
     "add_action",
     "add_incident",
     "get_theta_overrides",
@@ -44,7 +43,6 @@ __all__ = [
 #: Every ops action name starts with this (``audit.analytics_actions`` is shared with analytics).
 OPS_ACTION_PREFIX: Final = "ops."
 #: Redis hash of θ overrides (timeframe → JSON), read by core_inference.
-OPS_THETA_KEY: Final = "core:ops:theta"
 #: Width of ``audit.analytics_actions.request_id``.
 _REQUEST_ID_WIDTH: Final = 64
 
@@ -143,8 +141,7 @@ async def list_active_models(session: AsyncSession) -> list[ModelRegistry]:
 
 def theta_key(bus: SignalBus) -> str:
     """Name of the θ-override hash under ``bus``'s namespace."""
-    ns = bus.names.namespace
-    return f"{ns}:{OPS_THETA_KEY}" if ns else OPS_THETA_KEY
+    return bus.names.ops_theta
 
 
 async def get_theta_overrides(client: aioredis.Redis, key: str) -> dict[str, dict[str, Any]]:
