@@ -9,6 +9,7 @@ outliers pin the Huber switch against ``statsmodels.RLM``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -805,3 +806,141 @@ def test_huber_switch_decision_is_exact_near_the_threshold() -> None:
             decided[screen] += 1
             assert screen == int(expected)
     assert min(decided.values()) > 10  # the fast path decides both ways away from the edge
+
+
+@pytest.mark.parametrize("wmed", [3, 20, 180])
+def test_sorted_window_median_long_float_windows(wmed: int) -> None:
+    """Sorted-array rolling median vs numpy.median on ATR-like floats with repeats, every bar."""
+    rng = np.random.default_rng(wmed)
+    n = 4 * wmed + 50
+    vals = np.abs(np.cumsum(rng.normal(0.0, 0.01, n))) + 0.05
+    vals[rng.integers(0, n, n // 5)] = vals[0]  # exact repeats of one value (ties, old == new)
+    vals[n // 2 : n // 2 + wmed // 2] = 0.07  # a flat stretch
+    sw = np.zeros((3, wmed))
+    for t, v in enumerate(vals):
+        has_old = t >= wmed
+        kern._sorted_push(
+            sw, 2, wmed if has_old else t, vals[t - wmed] if has_old else 0.0, has_old, v
+        )
+        window = vals[max(0, t - wmed + 1) : t + 1]
+        np.testing.assert_array_equal(sw[2, : window.size], np.sort(window))
+        if window.size == wmed:
+            assert kern._sorted_median(sw, 2, wmed) == np.median(window)
+
+
+def _acc_reference(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(mean_x, mean_y, Sxx, Sxy, Syy) of a window, centred two-pass in long double."""
+    xl = x.astype(np.longdouble)
+    yl = y.astype(np.longdouble)
+    dx = xl - xl.mean()
+    dy = yl - yl.mean()
+    return tuple(  # type: ignore[return-value]
+        float(v) for v in (xl.mean(), yl.mean(), (dx * dx).sum(), (dx * dy).sum(), (dy * dy).sum())
+    )
+
+
+@pytest.mark.parametrize("w", [3, 17, 180])
+def test_rolling_moments_accumulator_vs_two_pass(w: int) -> None:
+    """Running shifted sums with the exact recompute: every window's mean/(co)variances match a
+    long-double two-pass computation, through trends, level jumps and exactly constant stretches
+    (which give exactly zero variance), far beyond the contract's 1e-9."""
+    rng = np.random.default_rng(w)
+    n = 12 * w + 40
+    x = 7.6 + np.cumsum(rng.normal(0.0, 0.003, n)) + np.linspace(0.0, 0.5, n)  # log-price trend
+    y = 3.2 + 1.3 * (x - 7.6) + rng.normal(0.0, 0.002, n)
+    x[5 * w : 7 * w] = x[5 * w]  # x exactly constant for two windows
+    x[9 * w :] += 0.8  # a level jump
+    y[3 * w : 4 * w + 3] = 2.5  # y exactly constant for more than a window
+    rb = np.vstack([x, y])
+    af = np.zeros((kern.N_M, kern.N_AF))
+    ai = np.zeros((kern.N_M, kern.N_AI), dtype=np.int64)
+    af[:, kern.AF_PX] = np.nan
+    af[:, kern.AF_PY] = np.nan
+    k = kern.M_BETA
+    for t in range(n):
+        old = t - w if t >= w else 0
+        kern._acc_push(af, ai, k, x[t], y[t], x[old], y[old], w)
+        if t < w - 1:
+            continue
+        if kern._acc_due(af, ai, k, w):
+            kern._acc_refresh(af, ai, k, rb, 0, t + 1 - w, 1, t + 1 - w, w, True)
+        got = kern._acc_stats(af, ai, k)
+        ref = _acc_reference(x[t + 1 - w : t + 1], y[t + 1 - w : t + 1])
+        scale_x = max(ref[2], 1e-300)
+        scale_y = max(ref[4], 1e-300)
+        assert got[0] == pytest.approx(ref[0], rel=1e-15, abs=1e-15)
+        assert got[1] == pytest.approx(ref[1], rel=1e-15, abs=1e-15)
+        if np.ptp(x[t + 1 - w : t + 1]) == 0.0:
+            assert got[2] == 0.0
+            assert got[3] == 0.0
+            assert got[0] == x[t]
+        else:
+            assert abs(got[2] - ref[2]) <= 1e-12 * scale_x
+        if np.ptp(y[t + 1 - w : t + 1]) == 0.0:
+            assert got[4] == 0.0
+            assert got[3] == 0.0
+            assert got[1] == y[t]
+        else:
+            assert abs(got[4] - ref[4]) <= 1e-12 * scale_y
+            assert abs(got[3] - ref[3]) <= 1e-12 * math.sqrt(scale_x * scale_y)
+
+
+def test_rolling_moments_accumulator_nan_window() -> None:
+    """Single-series accumulator (y = 0) skips NaN values and counts them; once they have left the
+    window, the statistics are exact again."""
+    rng = np.random.default_rng(4)
+    w = 9
+    v = rng.normal(0.8, 0.05, 80)
+    v[[20, 23, 50]] = np.nan
+    rb = np.vstack([v])
+    af = np.zeros((kern.N_M, kern.N_AF))
+    ai = np.zeros((kern.N_M, kern.N_AI), dtype=np.int64)
+    af[:, kern.AF_PX] = np.nan
+    af[:, kern.AF_PY] = np.nan
+    k = kern.M_CST
+    for t in range(v.size):
+        kern._acc_push(af, ai, k, v[t], 0.0, v[t - w] if t >= w else 0.0, 0.0, w)
+        if t < w - 1:
+            continue
+        window = v[t + 1 - w : t + 1]
+        assert ai[k, kern.AI_NAN] == np.isnan(window).sum()
+        if kern._acc_due(af, ai, k, w):
+            kern._acc_refresh(af, ai, k, rb, 0, t + 1 - w, 0, t + 1 - w, w, False)
+        if not np.isnan(window).any():
+            m, _, css, _, _ = kern._acc_stats(af, ai, k)
+            assert m == pytest.approx(window.mean(), rel=1e-15)
+            assert css == pytest.approx(((window - window.mean()) ** 2).sum(), rel=1e-12)
+
+
+def test_middle_banded_order_statistics() -> None:
+    """Both middle order statistics, from a band that holds them or (fallback) the whole window."""
+    rng = np.random.default_rng(12)
+    buf = np.empty(64)
+    for _ in range(400):
+        n = int(rng.integers(1, 64))
+        v = np.round(np.abs(rng.normal(0.0, 1.0, n)), int(rng.integers(0, 3)))
+        guess = float(np.median(v) + rng.normal(0.0, 0.2))
+        width = float(rng.choice([0.0, 1e-3, 0.05, 0.3, 3.0]))
+        before = v.copy()
+        s = np.sort(v)
+        assert kern._middle_banded(v, n, guess, width, buf) == (s[(n - 1) // 2], s[n // 2])
+        np.testing.assert_array_equal(v, before)
+
+
+def test_index_units_and_tz_spellings_take_the_general_alignment() -> None:
+    """Legs whose indexes differ in unit (ns vs us) or tz spelling (UTC vs Etc/UTC) align exactly
+    as align_pair does and give the same features as identically typed legs."""
+    _, _, p = _small()
+    a, b = _random_walk_bars(p.warmup_bars + 40, seed=5)
+    b = b.drop(b.index[[3, 4, 30]])
+    f = compute_features(a, b, p)
+    b_unit = b.copy()
+    b_unit.index = b.index.as_unit("ms" if a.index.unit != "ms" else "us")
+    a_etc = a.copy()
+    a_etc.index = a.index.tz_convert("Etc/UTC")
+    for aa, bb in ((a, b_unit), (a_etc, b)):
+        assert aa.index.dtype != bb.index.dtype
+        g = compute_features(aa, bb, p)
+        aligned_a, _ = align_pair(aa, bb)
+        assert g.index.equals(aligned_a.index)
+        np.testing.assert_array_equal(g.to_numpy(), f.to_numpy())

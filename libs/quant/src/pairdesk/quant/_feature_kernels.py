@@ -1,33 +1,64 @@
 """Numba kernels for features v1 (spec 004 §特徴量仕様 v1): one per-bar update shared by batch and live.
 
-This module is private. :func:`pairdesk.quant.features.compute_features` runs :func:`run_batch`,
-which is a plain loop over :func:`update_bar`; :class:`pairdesk.quant.incremental.PairFeatureState`
-calls :func:`update_bar` once per closed bar. Both execute the same floating-point operations in the
-same order, so the batch and the incremental results agree bit for bit.
+This module is private. :func:`run_bars` loops :func:`update_bar` over aligned OHLC rows;
+:func:`pairdesk.quant.features.compute_features` calls it on the whole history and
+:class:`pairdesk.quant.incremental.PairFeatureState` on one bar at a time, so batch and live run the
+same compiled code and agree bit for bit. Work per bar is bounded by the window sizes (O(1) for the
+moments, O(w) simple vector passes for the medians and the Huber screen), independent of the
+history length, and no feature at bar t reads anything after t.
 
 Numerics
 --------
-Every window statistic is recomputed from its window buffer each bar, so no rounding error
-accumulates along the history and the work per bar is bounded by the window sizes. Means and
-(co)variances use the *shifted* one-pass form of the corrected two-pass algorithm: with a shift ``c``
-close to the window mean (the previous bar's window mean, or the newest value when that is not
-finite), ``d_i = x_i - c``, ``mean = c + sum(d)/n`` and ``css = sum(d^2) - sum(d)^2/n``. Because
-``|mean - c|`` is a small fraction of the window's spread, the correction term is tiny and the result
-has the accuracy of the centred two-pass formula (no cancellation between log-price levels ~7.6 and
-variances ~1e-4); the shift only changes rounding at the 1e-16 relative level.
+**Rolling moments** (rho, corr_stability, the OLS part of beta, beta_stability, z / std_S and the
+half-life regression) are *running shifted sums with an exact recompute*. An accumulator keeps, for
+the last ``w`` values (or pairs), ``sum(d)``, ``sum(d^2)`` (and ``sum(dx dy)``, ``sum(dy^2)`` for
+pairs) with ``d = v - c`` around a shift ``c``: each bar adds the new value and subtracts the one
+leaving the window (O(1)), and the centred sums follow as ``css = sum(d^2) - sum(d)^2 / n`` (the
+corrected two-pass formula). The sums are recomputed exactly from the window buffer, around a new
+shift equal to the current mean, on the first full window, every ``w`` updates, and as soon as the
+mean has drifted from the shift by more than half a window standard deviation. The rounding error
+of an update is ~1e-16 of ``sum(d^2) = css + sum(d)^2 / n``, so this keeps it at the 1e-16 level of
+``css`` and stops it from accumulating beyond one window: measured against long-double direct
+computations the features stay within ~1e-14 (z, half_life, beta_stability), far inside the 1e-9
+contract. Exactly constant windows are detected exactly (run length of identical trailing values),
+so their variance is exactly 0 and the dependent feature is NaN, as with a direct computation. The
+corr_stability accumulator counts NaN rho values (a NaN in the window gives a NaN output).
 
-Medians are exact order statistics (numpy's definition: mean of the two middle values for an even
-count): the ATR medians keep a sorted window (binary search, one shift of the elements between the
-removed and the inserted position). The Huber switch ``std(e)/(MAD(e)/0.67449) > ratio`` is
-equivalent to ``MAD < theta = std * 0.67449 / ratio``; it is first screened in one counting pass
-around a guess ``g`` of the residual median (the last exactly computed one): when the band
-``g +- delta`` provably holds the median, counting ``|e - g|`` against ``theta -+ delta`` (with a 1e-9
-relative margin) settles the inequality. Otherwise the exact median (quickselect restricted to the
-band, or the whole window) and the exact MAD are computed and the formula itself is evaluated. The
-decision is therefore always that of the exact formula; the guess only changes the speed.
+**Medians** are exact order statistics (numpy's definition: mean of the two middle values for an
+even count). The ATR medians keep a *sorted window array*: the positions of the leaving and of the
+new value are counted in one vectorised pass, then the elements between them are shifted by one (a
+``memmove``-like loop on unsigned indices). For a 180-bar window this simple O(w) vector work is
+faster than O(log w) binary searches, heaps or skip lists with their dependent, scattered accesses.
 
-All kernels use numba's numpy error model: a division by zero yields inf/NaN rather than raising;
-degenerate windows (zero variance, zero median) are turned into NaN features explicitly.
+**Huber switch.** ``std(e)/(MAD(e)/0.67449) > ratio`` is equivalent to
+``MAD < theta = std * 0.67449 / ratio``. One vectorised pass computes the OLS residuals ``e`` (slope
+from the running moments) and ``e^2`` (summed in a fixed order), a second, integer-only pass the
+counts of a screen around a guess ``g`` of the residual median: when the band ``g +- delta`` provably
+holds the median, counting ``|e - g|`` against ``theta -+ delta`` (with a 1e-9 relative margin)
+settles the inequality. When the screen is inconclusive, the exact median (quickselect restricted
+to the band, or the whole window) and the exact MAD are computed and the formula itself is
+evaluated. The decision is therefore always that of the exact formula; the guess only changes the
+speed. After a conclusive screen the guess moves to the median position interpolated linearly
+within the band (a tracking step; the next exact median replaces it).
+
+**Huber IRLS** (on the windows where the switch fires; statsmodels' own iteration often runs to its
+50-iteration cap there) replicates ``statsmodels.RLM(HuberT(), scale_est='mad')``: per iteration an
+element-wise pass for the Huber rho (deviance) and the next weights, one pass of weighted sums
+around the OLS means, an element-wise residual pass, and the median of ``|e|`` selected within a
+band around the previous one that provably holds it (no residual moved by more than the bound
+computed from the change of the fit).
+
+Compilation
+-----------
+Everything is ``cache=True`` and uses numba's numpy error model (a division by zero yields inf/NaN
+rather than raising; degenerate windows are turned into NaN features explicitly). The per-bar
+helpers are marked ``forceinline`` (LLVM ``alwaysinline``), so the loop of :func:`run_bars` has no
+calls on its hot path; the rare paths (exact recomputes, exact medians, Huber IRLS) stay calls.
+:func:`run_bars` is compiled with ``_nrt=False`` (inherited by the helpers compiled for it): it
+allocates nothing, and without numba's runtime no atomic reference counting of the state arrays is
+emitted, about a third of the per-bar time otherwise. The hot path also indexes the state arrays
+directly rather than through array views. Cold compilation of the loop takes ~12 s, once per
+numba cache.
 
 Layout
 ------
@@ -35,17 +66,34 @@ Layout
 ``si`` (int64 counters) and ``sf`` (float64 scalars): see ``SI_*`` / ``SF_*``.
 ``rb`` (float64, shape (N_RINGS, 2*C)): ring buffers. Each value is written twice, at ``pos`` and
 ``pos + C``, so the last ``w <= C`` values are always the contiguous slice ending at
-``(cnt - 1) % C + C`` (oldest first).
-``sw`` (float64, shape (3, W_med)): sorted windows of the last ``W_med`` ATR values (legs A, B, spread).
-``sc`` (float64, shape (3, W_beta)): scratch for residuals, weights and selection.
+``(cnt - 1) % C + C`` (oldest first). ``C`` is a power of two (positions are bit masks, no integer
+division) of at least the longest window + 2, so the value leaving a window (and the half-life
+pair's lagged spread) is still in the ring.
+``sw`` (float64, shape (3, W_med)): sorted windows of the last ``W_med`` ATR values (legs A, B,
+spread).
+``sc`` (float64, shape (N_SC, W_beta)): scratch rows for the beta window (see ``SC_*``).
+``af`` (float64, shape (N_M, N_AF)) and ``ai`` (int64, shape (N_M, N_AI)): rolling-moment
+accumulators, one row per ``M_*`` statistic (columns ``AF_*`` / ``AI_*``).
+``out`` (float64, shape (N_OUT, n)): feature-major output, column ``t`` for bar ``t``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
+
+#: Options of every kernel: cached on disk, numpy error model (x/0 gives inf/NaN, never raises).
+_OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy"}
+#: Per-bar helpers: marked ``alwaysinline`` for LLVM, so the loop has no calls (and no argument
+#: passing of the state arrays) on its hot path.
+_INLINE: dict[str, Any] = {**_OPTS, "forceinline": True}
+#: The per-bar loop, compiled without numba's runtime (inherited by the helpers compiled for it): it
+#: allocates nothing, and without the runtime no atomic reference counting of the state arrays is
+#: emitted, about a third of the time per bar otherwise.
+_NO_NRT: dict[str, Any] = {**_OPTS, "_nrt": False}
 
 # ---- int parameters (ip)
 IP_WB = 0  # beta window (bars)
@@ -56,7 +104,7 @@ IP_NATR = 4  # Wilder ATR period
 IP_WMED = 5  # ATR median baseline window (bars)
 IP_NRSI = 6  # Wilder RSI period
 IP_MAXIT = 7  # Huber IRLS maxiter (statsmodels semantics)
-IP_C = 8  # ring capacity
+IP_C = 8  # ring capacity: a power of two >= longest window + 2
 IP_WARM = 9  # warm-up bars: rows with bar index < this are all-NaN
 N_IP = 10
 
@@ -100,17 +148,8 @@ SF_ATRB = 9
 SF_ATRS = 10
 SF_RSIG = 11
 SF_RSIL = 12
-# shifts (previous window means) and the residual-median guess; NaN = none yet
-SF_MPA = 13
-SF_MPB = 14
-SF_MRA = 15
-SF_MRB = 16
-SF_MRHO = 17
-SF_MBETA = 18
-SF_MS = 19
-SF_MHL = 20
-SF_EMED = 21
-N_SF = 22
+SF_EMED = 13  # guess of the OLS residual median (NaN = none yet)
+N_SF = 14
 
 # ---- rings (rb rows)
 R_PA = 0
@@ -124,7 +163,45 @@ R_RHO = 7
 R_ATRA = 8
 R_ATRB = 9
 R_ATRS = 10
-N_RINGS = 11
+R_DS = 11  # spread changes dS_t (y of the half-life regression)
+N_RINGS = 12
+
+# ---- rolling-moment accumulators (af / ai rows); single series use y == 0
+M_RHO = 0  # (r_A, r_B) over W_r log returns
+M_BETA = 1  # (p_B, p_A) over W_b bars: x = p_B, y = p_A
+M_HL = 2  # (S_{t-1}, dS_t) over W_z pairs
+M_CST = 3  # rho over W_r values (NaN-aware)
+M_BST = 4  # smoothed beta over W_b values
+M_Z = 5  # S over W_z values
+N_M = 6
+# af columns: shifts, shifted sums, last values pushed
+AF_CX = 0
+AF_CY = 1
+AF_SX = 2
+AF_SY = 3
+AF_SXX = 4
+AF_SXY = 5
+AF_SYY = 6
+AF_PX = 7
+AF_PY = 8
+N_AF = 9
+# ai columns
+AI_CNT = 0  # values in the window (<= w)
+AI_AGE = 1  # updates since the last exact recompute
+AI_RLX = 2  # run length of identical trailing x values
+AI_RLY = 3
+AI_NAN = 4  # pairs in the window with a NaN
+N_AI = 5
+
+# ---- scratch rows (sc)
+SC_E = 0  # residuals
+SC_W = 1  # IRLS weights
+SC_ABS = 2  # |e| (selection is done in place here)
+SC_BUF = 3  # band buffer of the banded median
+SC_DX = 4  # x - mean(x)
+SC_DY = 5  # y - mean(y)
+SC_TMP = 6  # element-wise terms summed by the IRLS (Huber rho, weighted squared residuals)
+N_SC = 7
 
 # ---- output columns (same order as features.FEATURE_COLUMNS)
 O_BETA = 0
@@ -154,110 +231,17 @@ N_OUT = 21
 MAD_NORMAL_C = 0.6744897501960817
 #: Relative margin of the counting decision of the Huber switch (exact MAD evaluated inside it).
 _SWITCH_MARGIN = 1e-9
+#: Half-width of the screen band around the residual-median guess, in residual standard deviations.
+_SCREEN_BAND = 0.07
+#: Squared drift (in window standard deviations) of a window mean from its accumulator shift that
+#: triggers an exact recompute of the running sums.
+_DRIFT2 = 0.25
+
+_U1 = np.uint64(1)
 
 
 # --------------------------------------------------------------------------------------- helpers
-@njit(cache=True, error_model="numpy")
-def _moments(v: np.ndarray, shift: float) -> tuple[float, float]:
-    """(mean, centred sum of squares) of ``v`` by the shifted corrected two-pass formula."""
-    n = v.shape[0]
-    if not abs(shift) < np.inf:
-        shift = v[n - 1]
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    q0 = 0.0
-    q1 = 0.0
-    q2 = 0.0
-    q3 = 0.0
-    i = 0
-    while i + 4 <= n:
-        d0 = v[i] - shift
-        d1 = v[i + 1] - shift
-        d2 = v[i + 2] - shift
-        d3 = v[i + 3] - shift
-        s0 += d0
-        s1 += d1
-        s2 += d2
-        s3 += d3
-        q0 += d0 * d0
-        q1 += d1 * d1
-        q2 += d2 * d2
-        q3 += d3 * d3
-        i += 4
-    while i < n:
-        d0 = v[i] - shift
-        s0 += d0
-        q0 += d0 * d0
-        i += 1
-    s = (s0 + s1) + (s2 + s3)
-    css = ((q0 + q1) + (q2 + q3)) - s * s / n
-    if css < 0.0:
-        css = 0.0
-    return shift + s / n, css
-
-
-@njit(cache=True, error_model="numpy")
-def _comoments(
-    x: np.ndarray, y: np.ndarray, cx: float, cy: float
-) -> tuple[float, float, float, float, float]:
-    """(mean_x, mean_y, Sxx, Sxy, Syy) of two equal-length windows, shifted corrected two-pass."""
-    n = x.shape[0]
-    if not abs(cx) < np.inf:
-        cx = x[n - 1]
-    if not abs(cy) < np.inf:
-        cy = y[n - 1]
-    sx0 = 0.0
-    sy0 = 0.0
-    xx0 = 0.0
-    xy0 = 0.0
-    yy0 = 0.0
-    sx1 = 0.0
-    sy1 = 0.0
-    xx1 = 0.0
-    xy1 = 0.0
-    yy1 = 0.0
-    i = 0
-    while i + 2 <= n:
-        dx0 = x[i] - cx
-        dy0 = y[i] - cy
-        dx1 = x[i + 1] - cx
-        dy1 = y[i + 1] - cy
-        sx0 += dx0
-        sy0 += dy0
-        xx0 += dx0 * dx0
-        xy0 += dx0 * dy0
-        yy0 += dy0 * dy0
-        sx1 += dx1
-        sy1 += dy1
-        xx1 += dx1 * dx1
-        xy1 += dx1 * dy1
-        yy1 += dy1 * dy1
-        i += 2
-    if i < n:
-        dx0 = x[i] - cx
-        dy0 = y[i] - cy
-        sx0 += dx0
-        sy0 += dy0
-        xx0 += dx0 * dx0
-        xy0 += dx0 * dy0
-        yy0 += dy0 * dy0
-    sx = sx0 + sx1
-    sy = sy0 + sy1
-    xx = xx0 + xx1
-    xy = xy0 + xy1
-    yy = yy0 + yy1
-    sxx = xx - sx * sx / n
-    syy = yy - sy * sy / n
-    if sxx < 0.0:
-        sxx = 0.0
-    if syy < 0.0:
-        syy = 0.0
-    return cx + sx / n, cy + sy / n, sxx, xy - sx * sy / n, syy
-
-
-@njit(cache=True, error_model="numpy")
+@njit(**_OPTS)
 def _select(a: np.ndarray, n: int, k: int) -> float:
     """Quickselect: rearrange ``a[:n]`` so ``a[k]`` is its k-th smallest value and return it.
 
@@ -304,28 +288,36 @@ def _select(a: np.ndarray, n: int, k: int) -> float:
     return a[k]
 
 
-@njit(cache=True, error_model="numpy")
-def _median_inplace(a: np.ndarray, n: int) -> float:
-    """Median of ``a[:n]`` (mean of the two middle values for even n, as numpy); reorders ``a``."""
+@njit(**_OPTS)
+def _middle_inplace(a: np.ndarray, n: int) -> tuple[float, float]:
+    """The two middle order statistics ``(a_(k1), a_(k2))``, ``k1 = (n-1)//2``, ``k2 = n//2``, of
+    ``a[:n]`` (equal for odd n); reorders ``a``."""
     h = n >> 1
     hi = _select(a, n, h)
     if n & 1:
-        return hi
+        return hi, hi
     lo = a[0]
     for i in range(1, h):
         if a[i] > lo:
             lo = a[i]
-    return (lo + hi) / 2.0
+    return lo, hi
 
 
-@njit(cache=True, error_model="numpy")
-def _median_banded(
+@njit(**_OPTS)
+def _median_inplace(a: np.ndarray, n: int) -> float:
+    """Median of ``a[:n]`` (mean of the two middle values for even n, as numpy); reorders ``a``."""
+    lo, hi = _middle_inplace(a, n)
+    return hi if n & 1 else (lo + hi) / 2.0
+
+
+@njit(**_OPTS)
+def _middle_banded(
     v: np.ndarray, n: int, guess: float, half_width: float, buf: np.ndarray
-) -> float:
-    """Exact median of ``v[:n]`` (not reordered) using ``buf`` (>= n) as scratch.
+) -> tuple[float, float]:
+    """The two middle order statistics of ``v[:n]`` (not reordered), ``buf`` (>= n) as scratch.
 
     Only the values in ``[guess - half_width, guess + half_width]`` are selected among when that band
-    holds the middle order statistics; otherwise the whole window is.
+    holds the middle order statistics (counted in the same pass); otherwise the whole window is.
     """
     k1 = (n - 1) >> 1
     k2 = n >> 1
@@ -342,92 +334,258 @@ def _median_banded(
         if below <= k1 and k2 < below + m:
             top = _select(buf, m, k2 - below)
             if k1 == k2:
-                return top
+                return top, top
             low = buf[0]
             for i in range(1, k2 - below):
                 if buf[i] > low:
                     low = buf[i]
-            return (low + top) / 2.0
+            return low, top
     for i in range(n):
         buf[i] = v[i]
-    return _median_inplace(buf, n)
+    return _middle_inplace(buf, n)
 
 
-@njit(cache=True, error_model="numpy")
-def _window(rb: np.ndarray, r: int, cnt: int, cap: int, w: int) -> np.ndarray:
-    """View of the last ``w`` values of ring ``r`` (oldest first); requires ``cnt >= w``."""
-    end = (cnt - 1) % cap + cap + 1
-    return rb[r, end - w : end]
+@njit(**_OPTS)
+def _median_banded(
+    v: np.ndarray, n: int, guess: float, half_width: float, buf: np.ndarray
+) -> float:
+    """Exact median of ``v[:n]`` (not reordered) using ``buf`` (>= n) as scratch.
+
+    Only the values in ``[guess - half_width, guess + half_width]`` are selected among when that band
+    holds the middle order statistics; otherwise the whole window is.
+    """
+    lo, hi = _middle_banded(v, n, guess, half_width, buf)
+    return hi if n & 1 else (lo + hi) / 2.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_INLINE)
+def _end(cnt: int, cap: int) -> int:
+    """One past the newest value of a ring holding ``cnt >= 1`` values: the window of the last
+    ``w <= cap`` values is ``rb[r, end - w : end]`` (oldest first)."""
+    return ((cnt - 1) & (cap - 1)) + cap + 1
+
+
+@njit(**_INLINE)
 def _last(rb: np.ndarray, r: int, cnt: int, cap: int, lag: int) -> float:
-    """Value ``lag`` steps back in ring ``r`` (lag 0 = newest)."""
-    return rb[r, (cnt - 1) % cap + cap - lag]
+    """Value ``lag`` steps back in ring ``r`` (lag 0 = newest; ``lag < cap``)."""
+    return rb[r, ((cnt - 1) & (cap - 1)) + cap - lag]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_INLINE)
 def _push(rb: np.ndarray, r: int, cnt: int, cap: int, v: float) -> int:
-    pos = cnt % cap
+    pos = cnt & (cap - 1)
     rb[r, pos] = v
     rb[r, pos + cap] = v
     return cnt + 1
 
 
-@njit(cache=True, error_model="numpy")
-def _lower_bound(arr: np.ndarray, m: int, v: float) -> int:
-    """First index ``i`` in sorted ``arr[:m]`` with ``arr[i] >= v`` (branch-free halving)."""
-    if m == 0:
-        return 0
-    base = 0
-    n = m
-    while n > 1:
-        half = n >> 1
-        base = base + half if arr[base + half] < v else base
-        n -= half
-    return base + (1 if arr[base] < v else 0)
+# ------------------------------------------------------------------ rolling-moment accumulators
+@njit(**_INLINE)
+def _acc_push(
+    af: np.ndarray, ai: np.ndarray, k: int, x: float, y: float, xo: float, yo: float, w: int
+) -> None:
+    """Add the pair ``(x, y)`` to accumulator ``k``; drop ``(xo, yo)`` once it holds ``w`` pairs.
 
-
-@njit(cache=True, error_model="numpy")
-def _upper_bound(arr: np.ndarray, m: int, v: float) -> int:
-    """First index ``i`` in sorted ``arr[:m]`` with ``arr[i] > v`` (branch-free halving)."""
-    if m == 0:
-        return 0
-    base = 0
-    n = m
-    while n > 1:
-        half = n >> 1
-        base = base + half if arr[base + half] <= v else base
-        n -= half
-    return base + (1 if arr[base] <= v else 0)
-
-
-@njit(cache=True, error_model="numpy")
-def _sorted_push(sw: np.ndarray, row: int, cnt: int, old: float, has_old: bool, new: float) -> None:
-    """Sorted window ``sw[row, :cnt]``: replace one ``old`` by ``new`` (or insert ``new``)."""
-    arr = sw[row]
-    if not has_old:
-        j = _upper_bound(arr, cnt, new)
-        for k in range(cnt, j, -1):
-            arr[k] = arr[k - 1]
-        arr[j] = new
-        return
-    i = _lower_bound(arr, cnt, old)  # arr[i] == old
-    if new >= old:
-        # slide arr[i+1 .. j-1] (all <= new) one step left, place new at j-1
-        j = _upper_bound(arr, cnt, new)
-        for k in range(i, j - 1):
-            arr[k] = arr[k + 1]
-        arr[j - 1] = new
+    ``(xo, yo)`` must be the pair pushed ``w`` updates earlier (ignored while filling). Pairs with a
+    NaN are counted in ``AI_NAN`` and left out of the sums. Single series pass ``y = yo = 0``.
+    """
+    cx = af[k, AF_CX]
+    cy = af[k, AF_CY]
+    ai[k, AI_RLX] = ai[k, AI_RLX] + 1 if x == af[k, AF_PX] else 1
+    ai[k, AI_RLY] = ai[k, AI_RLY] + 1 if y == af[k, AF_PY] else 1
+    af[k, AF_PX] = x
+    af[k, AF_PY] = y
+    if x == x and y == y:
+        dx = x - cx
+        dy = y - cy
+        af[k, AF_SX] += dx
+        af[k, AF_SY] += dy
+        af[k, AF_SXX] += dx * dx
+        af[k, AF_SXY] += dx * dy
+        af[k, AF_SYY] += dy * dy
     else:
-        # slide arr[j .. i-1] (all > new) one step right, place new at j
-        j = _upper_bound(arr, i, new)
-        for k in range(i, j, -1):
-            arr[k] = arr[k - 1]
-        arr[j] = new
+        ai[k, AI_NAN] += 1
+    if ai[k, AI_CNT] == w:
+        if xo == xo and yo == yo:
+            dx = xo - cx
+            dy = yo - cy
+            af[k, AF_SX] -= dx
+            af[k, AF_SY] -= dy
+            af[k, AF_SXX] -= dx * dx
+            af[k, AF_SXY] -= dx * dy
+            af[k, AF_SYY] -= dy * dy
+        else:
+            ai[k, AI_NAN] -= 1
+    else:
+        ai[k, AI_CNT] += 1
+    ai[k, AI_AGE] += 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_INLINE)
+def _acc_due(af: np.ndarray, ai: np.ndarray, k: int, w: int) -> bool:
+    """True when the full accumulator ``k`` is due for its exact recompute.
+
+    Due every ``w`` updates, and as soon as a window mean has drifted from its shift by more than
+    ``sqrt(_DRIFT2)`` window standard deviations (``sum(d)^2 / n > _DRIFT2 * css``, for x or y):
+    the rounding error of the add/subtract updates grows with ``sum(d^2) = css + sum(d)^2 / n``, so
+    this keeps it within a small multiple of the rounding of ``css`` itself. Never while the window
+    holds a NaN (the sums exclude it; the recompute waits until it has left).
+    """
+    if ai[k, AI_CNT] != w or ai[k, AI_NAN] != 0:
+        return False
+    if ai[k, AI_AGE] >= w:
+        return True
+    sx = af[k, AF_SX]
+    sy = af[k, AF_SY]
+    return (1.0 + _DRIFT2) * sx * sx > _DRIFT2 * w * af[k, AF_SXX] or (
+        1.0 + _DRIFT2
+    ) * sy * sy > _DRIFT2 * w * af[k, AF_SYY]
+
+
+@njit(**_OPTS)
+def _acc_refresh(
+    af: np.ndarray,
+    ai: np.ndarray,
+    k: int,
+    src: np.ndarray,
+    rx: int,
+    x0: int,
+    ry: int,
+    y0: int,
+    n: int,
+    pair: bool,
+) -> None:
+    """Recompute the sums of accumulator ``k`` exactly from its window.
+
+    The window is ``src[rx, x0 : x0 + n]`` (and ``src[ry, y0 : y0 + n]`` when ``pair``). The new
+    shifts are the current window means (from the running sums, accurate to rounding), so the
+    shifted sums start near zero again. Only valid when the window holds no NaN.
+    """
+    cx = af[k, AF_CX] + af[k, AF_SX] / n
+    cy = af[k, AF_CY] + af[k, AF_SY] / n if pair else 0.0
+    sx0 = 0.0
+    sx1 = 0.0
+    xx0 = 0.0
+    xx1 = 0.0
+    sy0 = 0.0
+    sy1 = 0.0
+    xy0 = 0.0
+    xy1 = 0.0
+    yy0 = 0.0
+    yy1 = 0.0
+    i = 0
+    while i + 2 <= n:
+        dx0 = src[rx, x0 + i] - cx
+        dx1 = src[rx, x0 + i + 1] - cx
+        sx0 += dx0
+        sx1 += dx1
+        xx0 += dx0 * dx0
+        xx1 += dx1 * dx1
+        if pair:
+            dy0 = src[ry, y0 + i] - cy
+            dy1 = src[ry, y0 + i + 1] - cy
+            sy0 += dy0
+            sy1 += dy1
+            xy0 += dx0 * dy0
+            xy1 += dx1 * dy1
+            yy0 += dy0 * dy0
+            yy1 += dy1 * dy1
+        i += 2
+    if i < n:
+        dx0 = src[rx, x0 + i] - cx
+        sx0 += dx0
+        xx0 += dx0 * dx0
+        if pair:
+            dy0 = src[ry, y0 + i] - cy
+            sy0 += dy0
+            xy0 += dx0 * dy0
+            yy0 += dy0 * dy0
+    af[k, AF_CX] = cx
+    af[k, AF_CY] = cy
+    af[k, AF_SX] = sx0 + sx1
+    af[k, AF_SY] = sy0 + sy1
+    af[k, AF_SXX] = xx0 + xx1
+    af[k, AF_SXY] = xy0 + xy1
+    af[k, AF_SYY] = yy0 + yy1
+    ai[k, AI_AGE] = 0
+
+
+@njit(**_INLINE)
+def _acc_stats(af: np.ndarray, ai: np.ndarray, k: int) -> tuple[float, float, float, float, float]:
+    """(mean_x, mean_y, Sxx, Sxy, Syy) of the window of accumulator ``k`` (centred sums).
+
+    A window of identical x (or y) values gives exactly ``Sxx = Sxy = 0`` (``Syy = Sxy = 0``) and
+    the mean equal to that value.
+    """
+    n = ai[k, AI_CNT]
+    sx = af[k, AF_SX]
+    sy = af[k, AF_SY]
+    mx = af[k, AF_CX] + sx / n
+    my = af[k, AF_CY] + sy / n
+    sxx = af[k, AF_SXX] - sx * sx / n
+    syy = af[k, AF_SYY] - sy * sy / n
+    sxy = af[k, AF_SXY] - sx * sy / n
+    if sxx < 0.0:
+        sxx = 0.0
+    if syy < 0.0:
+        syy = 0.0
+    if ai[k, AI_RLX] >= n:
+        mx = af[k, AF_PX]
+        sxx = 0.0
+        sxy = 0.0
+    if ai[k, AI_RLY] >= n:
+        my = af[k, AF_PY]
+        syy = 0.0
+        sxy = 0.0
+    return mx, my, sxx, sxy, syy
+
+
+# ---------------------------------------------------------------------- sorted window (medians)
+@njit(**_INLINE)
+def _sorted_push(sw: np.ndarray, row: int, cnt: int, old: float, has_old: bool, new: float) -> None:
+    """Sorted window ``sw[row, :cnt]``: replace one ``old`` by ``new`` (or insert ``new``).
+
+    Sorted-array insertion/deletion: the position ``i`` of ``old`` (= number of values < old) and
+    the insertion point of ``new`` (= number of values <= new) are counted in one integer-only pass
+    (vectorised; faster than two latency-bound binary searches at these sizes), then the elements
+    between the two positions are shifted by one. The shift loops run on unsigned indices, so numba
+    emits no negative-index wraparound test and LLVM turns them into vector moves.
+    """
+    r = np.uint64(row)
+    n_lt_old = 0
+    n_le_new = 0
+    for q in range(cnt):
+        v = sw[row, q]
+        n_lt_old += v < old
+        n_le_new += v <= new
+    if not has_old:
+        # insert: slide row[j .. cnt-1] (all > new) one step right, place new at j
+        j = np.uint64(n_le_new)
+        k = np.uint64(cnt)
+        while k > j:
+            sw[r, k] = sw[r, k - _U1]
+            k -= _U1
+        sw[r, j] = new
+        return
+    i = np.uint64(n_lt_old)  # sw[row, i] == old
+    if new >= old:
+        # slide row[i+1 .. j] (all <= new) one step left, place new at j
+        j = np.uint64(n_le_new) - _U1
+        k = i
+        while k < j:
+            sw[r, k] = sw[r, k + _U1]
+            k += _U1
+    else:
+        # slide row[j .. i-1] (all > new) one step right, place new at j
+        j = np.uint64(n_le_new)
+        k = i
+        while k > j:
+            sw[r, k] = sw[r, k - _U1]
+            k -= _U1
+    sw[r, j] = new
+
+
+@njit(**_INLINE)
 def _sorted_median(sw: np.ndarray, row: int, n: int) -> float:
     h = n >> 1
     if n & 1:
@@ -435,31 +593,72 @@ def _sorted_median(sw: np.ndarray, row: int, n: int) -> float:
     return (sw[row, h - 1] + sw[row, h]) / 2.0
 
 
-@njit(cache=True, error_model="numpy")
-def _slope_index(y: np.ndarray) -> float:
-    """OLS slope of ``y`` on 0..n-1: ``sum((i - (n-1)/2) (y_i - y_last)) / (n (n^2-1) / 12)``.
+@njit(**_INLINE)
+def _slope_index(src: np.ndarray, r: int, start: int, n: int) -> float:
+    """OLS slope of ``y = src[r, start : start + n]`` on 0..n-1.
 
-    ``sum(i - (n-1)/2) = 0`` exactly, so subtracting the last value only removes the level.
+    ``sum((i - (n-1)/2) (y_i - y_last)) / (n (n^2-1) / 12)``: ``sum(i - (n-1)/2) = 0`` exactly, so
+    subtracting the last value only removes the level. Two partial sums shorten the dependency
+    chain.
     """
-    n = y.shape[0]
-    c = y[n - 1]
+    c = src[r, start + n - 1]
     mx = (n - 1) / 2.0
-    sxy = 0.0
+    s0 = 0.0
+    s1 = 0.0
+    i = 0
+    while i + 2 <= n:
+        s0 += (i - mx) * (src[r, start + i] - c)
+        s1 += (i + 1 - mx) * (src[r, start + i + 1] - c)
+        i += 2
+    if i < n:
+        s0 += (i - mx) * (src[r, start + i] - c)
+    return (s0 + s1) / (n * (n * n - 1.0) / 12.0)
+
+
+@njit(**_INLINE)
+def _screen_decision(n: int, below: int, above: int, n_fire: int, n_keep: int) -> int:
+    """Decision of the switch screen from its counts (see :func:`_switch_screen`): 1, 0 or -1."""
+    if below > (n - 1) >> 1 or above > n - 1 - (n >> 1):
+        return -1  # the band does not provably hold the median
+    h = n >> 1
+    if n_fire >= h + 1:
+        return 1  # more than half the deviations are below theta: MAD < theta
+    if n_keep <= (h if n & 1 else h - 1):
+        return 0  # the upper middle deviation is above theta: MAD > theta
+    return -1
+
+
+@njit(**_INLINE)
+def _screen_counts(
+    e: np.ndarray, row: int, n: int, guess: float, delta: float, theta: float
+) -> tuple[int, int, int]:
+    """Screen of the Huber switch on ``e[row, :n]``: (decision, count below, count above the band).
+
+    See :func:`_switch_screen` for the decision (1, 0 or -1); the counts are those of values below
+    ``guess - delta`` and above ``guess + delta``. The counting loop is integer-only, so it compiles
+    to vector code.
+    """
+    if not (abs(guess) < np.inf and delta > 0.0):
+        return -1, 0, 0
+    lo = guess - delta
+    hi = guess + delta
+    t_fire = theta * (1.0 - _SWITCH_MARGIN) - delta
+    t_keep = theta * (1.0 + _SWITCH_MARGIN) + delta
+    below = 0
+    above = 0
+    n_fire = 0
+    n_keep = 0
     for i in range(n):
-        sxy += (i - mx) * (y[i] - c)
-    return sxy / (n * (n * n - 1.0) / 12.0)
+        v = e[row, i]
+        d = abs(v - guess)
+        below += 1 if v < lo else 0
+        above += 1 if v > hi else 0
+        n_fire += 1 if d < t_fire else 0
+        n_keep += 1 if d <= t_keep else 0
+    return _screen_decision(n, below, above, n_fire, n_keep), below, above
 
 
-@njit(cache=True, error_model="numpy")
-def _huber_rho(z: float, t: float) -> float:
-    az = abs(z)
-    if az <= t:
-        return 0.5 * z * z
-    return az * t - 0.5 * t * t
-
-
-# ----------------------------------------------------------------------------- window beta (raw)
-@njit(cache=True, error_model="numpy")
+@njit(**_OPTS)
 def _switch_screen(e: np.ndarray, n: int, guess: float, delta: float, theta: float) -> int:
     """Decide the Huber switch from a median guess in one counting pass, when that is conclusive.
 
@@ -470,34 +669,54 @@ def _switch_screen(e: np.ndarray, n: int, guess: float, delta: float, theta: flo
     ``|e - m|`` below ``theta`` from both sides. Returns 1 (MAD < theta: switch), 0 (MAD > theta:
     no switch) or -1 (inconclusive: compute the median and the MAD exactly).
     """
-    if not (abs(guess) < np.inf and delta > 0.0):
-        return -1
-    lo = guess - delta
-    hi = guess + delta
-    t_fire = theta * (1.0 - _SWITCH_MARGIN) - delta
-    t_keep = theta * (1.0 + _SWITCH_MARGIN) + delta
-    below = 0
-    above = 0
-    n_fire = 0
-    n_keep = 0
+    return _screen_counts(e.reshape((1, e.shape[0])), 0, n, guess, delta, theta)[0]
+
+
+@njit(**_INLINE)
+def _sum_row(sc: np.ndarray, row: int, n: int) -> float:
+    """``sum(sc[row, :n])`` with four partial sums (fixed order, so deterministic)."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    i = 0
+    while i + 4 <= n:
+        s0 += sc[row, i]
+        s1 += sc[row, i + 1]
+        s2 += sc[row, i + 2]
+        s3 += sc[row, i + 3]
+        i += 4
+    while i < n:
+        s0 += sc[row, i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(**_INLINE)
+def _residuals(
+    src: np.ndarray,
+    rx: int,
+    ry: int,
+    start: int,
+    n: int,
+    mx: float,
+    my: float,
+    b: float,
+    sc: np.ndarray,
+) -> float:
+    """OLS residuals ``e_i = (y_i - my) - b (x_i - mx)`` into ``sc[SC_E]``; returns ``sum(e^2)``.
+
+    ``x = src[rx, start : start + n]``, ``y = src[ry, ...]``. An element-wise pass (vectorised)
+    stores ``e`` and ``e^2``, then :func:`_sum_row` adds the squares in a fixed order.
+    """
     for i in range(n):
-        v = e[i]
-        d = abs(v - guess)
-        below += 1 if v < lo else 0
-        above += 1 if v > hi else 0
-        n_fire += 1 if d < t_fire else 0
-        n_keep += 1 if d <= t_keep else 0
-    if below > (n - 1) >> 1 or above > n - 1 - (n >> 1):
-        return -1
-    h = n >> 1
-    if n_fire >= h + 1:
-        return 1
-    if n_keep <= (h if n & 1 else h - 1):
-        return 0
-    return -1
+        ei = (src[ry, start + i] - my) - b * (src[rx, start + i] - mx)
+        sc[SC_E, i] = ei
+        sc[SC_TMP, i] = ei * ei
+    return _sum_row(sc, SC_TMP, n)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_OPTS)
 def _huber_switch(
     e: np.ndarray, n: int, med: float, std_e: float, thr: float, tmp: np.ndarray
 ) -> bool:
@@ -527,114 +746,246 @@ def _huber_switch(
     return std_e / (mad / MAD_NORMAL_C) > thr
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_INLINE)
+def _weighted_sums(sc: np.ndarray, n: int) -> tuple[float, float, float, float, float]:
+    """(sum w, sum w dx, sum w dy, sum w dx^2, sum w dx dy) over the IRLS scratch rows.
+
+    Two interleaved partial sums per quantity (fixed order) shorten the dependency chains.
+    """
+    w0 = 0.0
+    w1 = 0.0
+    x0 = 0.0
+    x1 = 0.0
+    y0 = 0.0
+    y1 = 0.0
+    xx0 = 0.0
+    xx1 = 0.0
+    xy0 = 0.0
+    xy1 = 0.0
+    i = 0
+    while i + 2 <= n:
+        wa = sc[SC_W, i]
+        wb = sc[SC_W, i + 1]
+        dxa = sc[SC_DX, i]
+        dxb = sc[SC_DX, i + 1]
+        dya = sc[SC_DY, i]
+        dyb = sc[SC_DY, i + 1]
+        wdxa = wa * dxa
+        wdxb = wb * dxb
+        w0 += wa
+        w1 += wb
+        x0 += wdxa
+        x1 += wdxb
+        y0 += wa * dya
+        y1 += wb * dyb
+        xx0 += wdxa * dxa
+        xx1 += wdxb * dxb
+        xy0 += wdxa * dya
+        xy1 += wdxb * dyb
+        i += 2
+    if i < n:
+        wa = sc[SC_W, i]
+        dxa = sc[SC_DX, i]
+        dya = sc[SC_DY, i]
+        wdxa = wa * dxa
+        w0 += wa
+        x0 += wdxa
+        y0 += wa * dya
+        xx0 += wdxa * dxa
+        xy0 += wdxa * dya
+    return w0 + w1, x0 + x1, y0 + y1, xx0 + xx1, xy0 + xy1
+
+
+@njit(**_OPTS)
+def _huber_irls(
+    src: np.ndarray,
+    rx: int,
+    ry: int,
+    start: int,
+    n: int,
+    mx: float,
+    my: float,
+    b: float,
+    ss: float,
+    huber_t: float,
+    maxiter: int,
+    tol: float,
+    sc: np.ndarray,
+) -> float:
+    """Huber IRLS slope of ``y`` on ``x`` (windows as in :func:`_residuals`) from the OLS fit.
+
+    ``b`` is the OLS slope, ``sc[SC_E]`` its residuals (sum of squares ``ss``), ``mx``, ``my`` the
+    window means. Replicates ``statsmodels.RLM(y, [1, x], HuberT(huber_t)).fit(scale_est='mad',
+    conv='dev', tol=tol, maxiter=maxiter)``: scale ``= median(|e|) / 0.67449`` re-estimated after
+    every weighted fit, weights ``min(1, t / |e / scale|)``, stop when the deviance
+    ``sum(rho(e / s_wls))`` (``s_wls`` = weighted residual variance ``sum(w e^2) / (n - 2)``) changes
+    by ``<= tol`` or after ``maxiter`` fits counting the start (OLS) fit, or when the scale is 0.
+
+    Per iteration (statsmodels often needs all 50 on these windows): an element-wise pass for the
+    Huber rho of the current residuals and the next weights (no reduction, so it vectorises), one
+    pass of weighted sums around the OLS means (corrected two-pass), an element-wise residual pass,
+    and the median of ``|e|``, selected among the values within a band around the previous median:
+    no residual moved by more than ``|d(b ax - ay)| + |db| max|dx|``, so neither did the two middle
+    order statistics (the band is still checked, with the whole window as fallback).
+    """
+    df = n - 2.0
+    t = huber_t
+    half_t2 = 0.5 * t * t
+    max_dx = 0.0
+    for i in range(n):
+        dxi = src[rx, start + i] - mx
+        sc[SC_DX, i] = dxi
+        sc[SC_DY, i] = src[ry, start + i] - my
+        sc[SC_ABS, i] = abs(sc[SC_E, i])
+        max_dx = max(max_dx, abs(dxi))
+    mid_lo, mid_hi = _middle_inplace(sc[SC_ABS], n)
+    med_abs = mid_hi if n & 1 else (mid_lo + mid_hi) / 2.0
+    scale = med_abs / MAD_NORMAL_C  # robust.scale.mad(resid, center=0)
+    s_wls = ss / df  # ``scale`` of the start (OLS) fit, used by RLM.deviance
+    # the residuals are e_i = (dy_i - ay) - b (dx_i - ax); the OLS fit has ax = ay = 0
+    b_prev = b
+    ax_prev = 0.0
+    ay_prev = 0.0
+    it = 1
+    dev_prev = 0.0
+    while True:
+        # rho(e / s_wls) of the current residuals (deviance) and the weights of the next fit
+        inv_s = 1.0 / s_wls
+        t_scale = t * scale
+        for i in range(n):
+            a = abs(sc[SC_E, i])
+            z = a * inv_s
+            sc[SC_TMP, i] = 0.5 * z * z if z <= t else z * t - half_t2
+            sc[SC_W, i] = 1.0 if a <= t_scale else t_scale / a
+        dev = _sum_row(sc, SC_TMP, n)
+        if it > 1 and not (abs(dev - dev_prev) > tol and it < maxiter):
+            break
+        dev_prev = dev
+        if scale == 0.0:
+            break
+        # weighted least squares: sums around the OLS means, then around the weighted means
+        sw_, swx, swy, swxx, swxy = _weighted_sums(sc, n)
+        ax = swx / sw_
+        ay = swy / sw_
+        b = (swxy - swx * ay) / (swxx - swx * ax)
+        for i in range(n):
+            ei = (sc[SC_DY, i] - ay) - b * (sc[SC_DX, i] - ax)
+            sc[SC_E, i] = ei
+            sc[SC_ABS, i] = abs(ei)
+            sc[SC_TMP, i] = sc[SC_W, i] * ei * ei
+        sse_w = _sum_row(sc, SC_TMP, n)
+        # every residual moved by at most ``shift``, hence so did every order statistic of |e|:
+        # the new middle order statistics lie within ``shift`` of the previous ones, i.e. within
+        # ``shift + gap / 2`` of the previous median (plus a rounding margin)
+        shift = abs((b * ax - b_prev * ax_prev) - (ay - ay_prev)) + abs(b - b_prev) * max_dx
+        b_prev = b
+        ax_prev = ax
+        ay_prev = ay
+        half_width = (shift + 0.5 * (mid_hi - mid_lo)) * (1.0 + 1e-9) + 1e-12 * med_abs
+        mid_lo, mid_hi = _middle_banded(sc[SC_ABS], n, med_abs, half_width, sc[SC_BUF])
+        med_abs = mid_hi if n & 1 else (mid_lo + mid_hi) / 2.0
+        scale = med_abs / MAD_NORMAL_C
+        s_wls = sse_w / df
+        it += 1
+    return b
+
+
+@njit(**_INLINE)
 def window_beta(
-    x: np.ndarray,
-    y: np.ndarray,
-    cx: float,
-    cy: float,
+    src: np.ndarray,
+    rx: int,
+    ry: int,
+    start: int,
+    n: int,
+    mx: float,
+    my: float,
+    sxx: float,
+    sxy: float,
+    syy: float,
     med_guess: float,
     ratio_thr: float,
     huber_t: float,
     maxiter: int,
     tol: float,
     sc: np.ndarray,
-) -> tuple[float, bool, float, float, float]:
+) -> tuple[float, bool, float]:
     """Raw beta of ``y`` on ``x`` (with intercept) over one window, with the Huber switch.
 
-    OLS first; if ``std(e, ddof=1) / (median(|e - median(e)|) / 0.67449) > ratio_thr`` the slope is
-    re-estimated by Huber IRLS replicating ``statsmodels.RLM(y, [1, x], HuberT(huber_t)).fit(
-    scale_est='mad', conv='dev', tol=tol, maxiter=maxiter)``. ``cx``, ``cy`` are shifts near the
-    window means and ``med_guess`` a guess of the OLS residual median (the shifts only affect
-    1e-16-level rounding, the guess only the speed; NaN = none). ``sc`` is scratch, shape (3, >= n).
+    ``x = src[rx, start : start + n]``, ``y = src[ry, ...]``. OLS from the window moments (``mx``,
+    ``my`` means; ``sxx``, ``sxy``, ``syy`` centred sums); if
+    ``std(e, ddof=1) / (median(|e - median(e)|) / 0.67449) > ratio_thr`` the slope is re-estimated
+    by Huber IRLS (:func:`_huber_irls`). ``med_guess`` is a guess of the OLS residual median (it
+    only affects the speed; NaN = none). ``sc`` is scratch, shape (N_SC, >= n).
 
-    Returns (beta, huber_used, mean_x, mean_y, next median guess): the exact residual median when
-    it had to be computed, else ``med_guess``. beta is NaN when ``x`` is constant.
+    Returns (beta, huber_used, next median guess): the exact residual median when it had to be
+    computed, else the guess moved by the screen's interpolation. beta is NaN when ``x`` is constant.
     """
-    n = x.shape[0]
-    e = sc[0]
-    w = sc[1]
-    tmp = sc[2]
-    mx, my, sxx, sxy, _syy = _comoments(x, y, cx, cy)
     if not sxx > 0.0:
-        return np.nan, False, mx, my, med_guess
+        return np.nan, False, med_guess
     b = sxy / sxx
-    ss0 = 0.0
-    ss1 = 0.0
-    i = 0
-    while i + 2 <= n:
-        e0 = (y[i] - my) - b * (x[i] - mx)
-        e1 = (y[i + 1] - my) - b * (x[i + 1] - mx)
-        e[i] = e0
-        e[i + 1] = e1
-        ss0 += e0 * e0
-        ss1 += e1 * e1
-        i += 2
-    if i < n:
-        e0 = (y[i] - my) - b * (x[i] - mx)
-        e[i] = e0
-        ss0 += e0 * e0
-    ss = ss0 + ss1
+    ss = _residuals(src, rx, ry, start, n, mx, my, b, sc)
     std_e = math.sqrt(ss / (n - 1))
-    screen = _switch_screen(e, n, med_guess, 0.1 * std_e, std_e * MAD_NORMAL_C / ratio_thr)
-    if screen == 0:
-        return b, False, mx, my, med_guess
-    if screen < 0:
-        med_guess = _median_banded(e, n, med_guess, 0.1 * std_e, tmp)
-        if not _huber_switch(e, n, med_guess, std_e, ratio_thr, tmp):
-            return b, False, mx, my, med_guess
-    # ---- Huber IRLS, statsmodels RLM(HuberT(), scale_est='mad', conv='dev') semantics
-    df = n - 2.0
-    for i in range(n):
-        tmp[i] = abs(e[i])
-    scale = _median_inplace(tmp, n) / MAD_NORMAL_C  # robust.scale.mad(resid, center=0)
-    s_wls = ss / df  # ``scale`` of the start (OLS) fit, used by RLM.deviance
-    dev_prev = 0.0
-    for i in range(n):
-        dev_prev += _huber_rho(e[i] / s_wls, huber_t)
-    it = 1
-    while True:
-        if scale == 0.0:
-            break
-        sw_ = 0.0
-        swx = 0.0
-        swy = 0.0
-        for i in range(n):
-            zi = abs(e[i] / scale)
-            wi = 1.0 if zi <= huber_t else huber_t / zi
-            w[i] = wi
-            sw_ += wi
-            swx += wi * x[i]
-            swy += wi * y[i]
-        mxw = swx / sw_
-        myw = swy / sw_
-        wxx = 0.0
-        wxy = 0.0
-        for i in range(n):
-            dx = x[i] - mxw
-            wxx += w[i] * dx * dx
-            wxy += w[i] * dx * (y[i] - myw)
-        b = wxy / wxx
-        sse_w = 0.0
-        for i in range(n):
-            ei = (y[i] - myw) - b * (x[i] - mxw)
-            e[i] = ei
-            sse_w += w[i] * ei * ei
-            tmp[i] = abs(ei)
-        scale = _median_inplace(tmp, n) / MAD_NORMAL_C
-        s_wls = sse_w / df
-        dev = 0.0
-        for i in range(n):
-            dev += _huber_rho(e[i] / s_wls, huber_t)
-        it += 1
-        if not (abs(dev - dev_prev) > tol and it < maxiter):
-            break
-        dev_prev = dev
-    return b, True, mx, my, med_guess
+    delta = _SCREEN_BAND * std_e
+    screen, below, above = _screen_counts(
+        sc, SC_E, n, med_guess, delta, std_e * MAD_NORMAL_C / ratio_thr
+    )
+    if screen >= 0:
+        # the band holds the median: move the guess to its linear interpolation in the band
+        inside = n - below - above
+        if inside > 0:
+            med_guess = (med_guess - delta) + 2.0 * delta * (0.5 * n - below) / inside
+        if screen == 0:
+            return b, False, med_guess
+    else:
+        e = sc[SC_E]
+        med_guess = _median_banded(e, n, med_guess, delta, sc[SC_BUF])
+        if not _huber_switch(e, n, med_guess, std_e, ratio_thr, sc[SC_ABS]):
+            return b, False, med_guess
+    b = _huber_irls(src, rx, ry, start, n, mx, my, b, ss, huber_t, maxiter, tol, sc)
+    return b, True, med_guess
+
+
+@njit(**_INLINE)
+def _beta_update(
+    af: np.ndarray,
+    ai: np.ndarray,
+    src: np.ndarray,
+    rx: int,
+    ry: int,
+    end: int,
+    x_new: float,
+    y_new: float,
+    x_old: float,
+    y_old: float,
+    w: int,
+    med_guess: float,
+    ratio_thr: float,
+    huber_t: float,
+    maxiter: int,
+    tol: float,
+    sc: np.ndarray,
+) -> tuple[float, bool, float]:
+    """Push one bar into the beta accumulator and estimate the raw beta once the window is full.
+
+    The window is ``src[rx, end - w : end]`` (x) and ``src[ry, ...]`` (y), including the new values
+    (only read once full); ``x_old`` and ``y_old`` are the values leaving it. Shared by
+    :func:`update_bar` and :func:`rolling_window_beta`, which therefore give bit-identical raw
+    betas. Returns (beta or NaN while filling, huber_used, next median guess).
+    """
+    _acc_push(af, ai, M_BETA, x_new, y_new, x_old, y_old, w)
+    if ai[M_BETA, AI_CNT] < w:
+        return np.nan, False, med_guess
+    if _acc_due(af, ai, M_BETA, w):
+        _acc_refresh(af, ai, M_BETA, src, rx, end - w, ry, end - w, w, True)
+    mx, my, sxx, sxy, syy = _acc_stats(af, ai, M_BETA)
+    return window_beta(
+        src, rx, ry, end - w, w, mx, my, sxx, sxy, syy,
+        med_guess, ratio_thr, huber_t, maxiter, tol, sc,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ per-bar update
-@njit(cache=True, error_model="numpy")
+@njit(**_INLINE)
 def _wilder(acc: float, x: float, k: int, period: int) -> float:
     """Wilder average of the k-th input (1-based): running sum while k < period, mean at k == period,
     then ``((period - 1) * prev + x) / period``."""
@@ -645,7 +996,7 @@ def _wilder(acc: float, x: float, k: int, period: int) -> float:
     return ((period - 1) * acc + x) / period
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_INLINE)
 def update_bar(
     ip: np.ndarray,
     fp: np.ndarray,
@@ -654,6 +1005,8 @@ def update_bar(
     rb: np.ndarray,
     sw: np.ndarray,
     sc: np.ndarray,
+    af: np.ndarray,
+    ai: np.ndarray,
     oa: float,
     ha: float,
     la: float,
@@ -663,11 +1016,13 @@ def update_bar(
     lb: float,
     cb: float,
     out: np.ndarray,
+    col: int,
 ) -> int:
-    """Consume one closed bar per leg and write the 21 features for it into ``out``.
+    """Consume one closed bar per leg and write the 21 features for it into ``out[:, col]``.
 
     Returns 0, or 1 (leg A) / 2 (leg B) when a price is NaN, infinite or <= 0; the state is then left
-    unchanged and ``out`` untouched.
+    unchanged and ``out`` untouched. The hot path indexes the state arrays directly (no array views:
+    each view would cost a reference-count round trip).
     """
     if not (0.0 < oa < np.inf and 0.0 < ha < np.inf and 0.0 < la < np.inf and 0.0 < ca < np.inf):
         return 1
@@ -684,7 +1039,7 @@ def update_bar(
     cap = ip[IP_C]
 
     for k in range(N_OUT):
-        out[k] = np.nan
+        out[k, col] = np.nan
 
     nb = si[SI_NBARS]
     pa = math.log(ca)
@@ -692,9 +1047,34 @@ def update_bar(
 
     # ---- legs: log returns, true ranges, Wilder ATR and its median baseline
     if nb >= 1:
+        ra = pa - sf[SF_PPA]
+        rb_ = pb - sf[SF_PPB]
         nret = si[SI_NRET]
-        _push(rb, R_RA, nret, cap, pa - sf[SF_PPA])
-        si[SI_NRET] = _push(rb, R_RB, nret, cap, pb - sf[SF_PPB])
+        _push(rb, R_RA, nret, cap, ra)
+        nret = _push(rb, R_RB, nret, cap, rb_)
+        si[SI_NRET] = nret
+        # rho over the last wr log returns (running moments)
+        _acc_push(
+            af, ai, M_RHO, ra, rb_,
+            _last(rb, R_RA, nret, cap, wr), _last(rb, R_RB, nret, cap, wr), wr,
+        )  # fmt: skip
+        if nret >= wr:
+            if _acc_due(af, ai, M_RHO, wr):
+                st = _end(nret, cap) - wr
+                _acc_refresh(af, ai, M_RHO, rb, R_RA, st, R_RB, st, wr, True)
+            _ma, _mb, saa, sab, sbb = _acc_stats(af, ai, M_RHO)
+            rho = sab / math.sqrt(saa * sbb) if (saa > 0.0 and sbb > 0.0) else np.nan
+            out[O_RHO, col] = rho
+            nrho = _push(rb, R_RHO, si[SI_NRHO], cap, rho)
+            si[SI_NRHO] = nrho
+            # corr_stability: variance of the last wr rho values (NaN while one is NaN)
+            _acc_push(af, ai, M_CST, rho, 0.0, _last(rb, R_RHO, nrho, cap, wr), 0.0, wr)
+            if nrho >= wr:
+                if _acc_due(af, ai, M_CST, wr):
+                    st = _end(nrho, cap) - wr
+                    _acc_refresh(af, ai, M_CST, rb, R_RHO, st, R_RHO, st, wr, False)
+                if ai[M_CST, AI_NAN] == 0:
+                    out[O_CSTAB, col] = _acc_stats(af, ai, M_CST)[2] / (wr - 1)
         pca = sf[SF_PCA]
         pcb = sf[SF_PCB]
         tra = max(ha - la, abs(ha - pca), abs(la - pca))
@@ -716,13 +1096,13 @@ def update_bar(
             _push(rb, R_ATRA, cnt, cap, atra)
             cnt = _push(rb, R_ATRB, cnt, cap, atrb)
             si[SI_NATRL] = cnt
-            out[O_ATRA] = atra
-            out[O_ATRB] = atrb
+            out[O_ATRA, col] = atra
+            out[O_ATRB, col] = atrb
             if cnt >= wmed:
                 med_a = _sorted_median(sw, 0, wmed)
                 med_b = _sorted_median(sw, 1, wmed)
-                out[O_ATRRA] = atra / med_a if med_a > 0.0 else np.nan
-                out[O_ATRRB] = atrb / med_b if med_b > 0.0 else np.nan
+                out[O_ATRRA, col] = atra / med_a if med_a > 0.0 else np.nan
+                out[O_ATRRB, col] = atrb / med_b if med_b > 0.0 else np.nan
     sf[SF_PCA] = ca
     sf[SF_PCB] = cb
     sf[SF_PPA] = pa
@@ -731,82 +1111,59 @@ def update_bar(
     nb = _push(rb, R_PB, nb, cap, pb)
     si[SI_NBARS] = nb
 
-    # ---- rho over the last wr log returns, and its variance over wr rho values
-    nret = si[SI_NRET]
-    if nret >= wr:
-        xa = _window(rb, R_RA, nret, cap, wr)
-        xb = _window(rb, R_RB, nret, cap, wr)
-        ma, mb, saa, sab, sbb = _comoments(xa, xb, sf[SF_MRA], sf[SF_MRB])
-        sf[SF_MRA] = ma
-        sf[SF_MRB] = mb
-        rho = sab / math.sqrt(saa * sbb) if (saa > 0.0 and sbb > 0.0) else np.nan
-        out[O_RHO] = rho
-        nrho = _push(rb, R_RHO, si[SI_NRHO], cap, rho)
-        si[SI_NRHO] = nrho
-        if nrho >= wr:
-            m, css = _moments(_window(rb, R_RHO, nrho, cap, wr), sf[SF_MRHO])
-            sf[SF_MRHO] = m
-            out[O_CSTAB] = css / (wr - 1)
-
     # ---- raw beta over the last wb bars, EMA-smoothed (seeded with the first finite raw beta)
-    if nb >= wb:
-        braw, hub, mpb, mpa, med = window_beta(
-            _window(rb, R_PB, nb, cap, wb),
-            _window(rb, R_PA, nb, cap, wb),
-            sf[SF_MPB],
-            sf[SF_MPA],
-            sf[SF_EMED],
-            fp[FP_HRATIO],
-            fp[FP_HT],
-            ip[IP_MAXIT],
-            fp[FP_HTOL],
-            sc,
-        )
-        sf[SF_MPB] = mpb
-        sf[SF_MPA] = mpa
-        sf[SF_EMED] = med
-        if hub:
-            si[SI_NHUBER] += 1
-        if braw == braw:
-            if sf[SF_BETA] == sf[SF_BETA]:
-                ab = fp[FP_ABETA]
-                sf[SF_BETA] = (1.0 - ab) * sf[SF_BETA] + ab * braw
-            else:
-                sf[SF_BETA] = braw
+    braw, hub, med = _beta_update(
+        af, ai, rb, R_PB, R_PA, _end(nb, cap),
+        pb, pa, _last(rb, R_PB, nb, cap, wb), _last(rb, R_PA, nb, cap, wb), wb,
+        sf[SF_EMED], fp[FP_HRATIO], fp[FP_HT], ip[IP_MAXIT], fp[FP_HTOL], sc,
+    )  # fmt: skip
+    sf[SF_EMED] = med
+    if hub:
+        si[SI_NHUBER] += 1
+    if braw == braw:
+        if sf[SF_BETA] == sf[SF_BETA]:
+            ab = fp[FP_ABETA]
+            sf[SF_BETA] = (1.0 - ab) * sf[SF_BETA] + ab * braw
+        else:
+            sf[SF_BETA] = braw
     beta = sf[SF_BETA]
     if beta == beta:
-        out[O_BETA] = beta
+        out[O_BETA, col] = beta
         s = pa - beta * pb
-        out[O_SPREAD] = s
+        out[O_SPREAD, col] = s
         ns = si[SI_NS]
         _push(rb, R_BETA, ns, cap, beta)
         ns = _push(rb, R_S, ns, cap, s)
         si[SI_NS] = ns
         # beta_stability over wb smoothed betas
+        _acc_push(af, ai, M_BST, beta, 0.0, _last(rb, R_BETA, ns, cap, wb), 0.0, wb)
         if ns >= wb:
-            m, css = _moments(_window(rb, R_BETA, ns, cap, wb), sf[SF_MBETA])
-            sf[SF_MBETA] = m
-            out[O_BSTAB] = math.sqrt(css / (wb - 1)) / (abs(m) + fp[FP_BEPS])
+            if _acc_due(af, ai, M_BST, wb):
+                st = _end(ns, cap) - wb
+                _acc_refresh(af, ai, M_BST, rb, R_BETA, st, R_BETA, st, wb, False)
+            m, _my, css, _sxy, _syy = _acc_stats(af, ai, M_BST)
+            out[O_BSTAB, col] = math.sqrt(css / (wb - 1)) / (abs(m) + fp[FP_BEPS])
         # EMA fast/slow of S (MACD convention, seeded with the first S)
         if ns == 1:
             sf[SF_EMAF] = s
             sf[SF_EMAS] = s
         else:
-            af = fp[FP_AFAST]
-            asl = fp[FP_ASLOW]
-            sf[SF_EMAF] = (1.0 - af) * sf[SF_EMAF] + af * s
-            sf[SF_EMAS] = (1.0 - asl) * sf[SF_EMAS] + asl * s
-        out[O_EMAGAP] = sf[SF_EMAF] - sf[SF_EMAS]
+            a_fast = fp[FP_AFAST]
+            a_slow = fp[FP_ASLOW]
+            sf[SF_EMAF] = (1.0 - a_fast) * sf[SF_EMAF] + a_fast * s
+            sf[SF_EMAS] = (1.0 - a_slow) * sf[SF_EMAS] + a_slow * s
+        out[O_EMAGAP, col] = sf[SF_EMAF] - sf[SF_EMAS]
         # |dS|, spread ATR (close-only TR = |dS|) and RSI, both Wilder
         if ns >= 2:
-            ds = s - _last(rb, R_S, ns, cap, 1)
+            s_prev = _last(rb, R_S, ns, cap, 1)
+            ds = s - s_prev
             tr = abs(ds)
-            out[O_ADS] = tr
+            out[O_ADS, col] = tr
             nds = ns - 1
             sf[SF_ATRS] = _wilder(sf[SF_ATRS], tr, nds, natr)
             if nds >= natr:
                 atrs = sf[SF_ATRS]
-                out[O_ATRS] = atrs
+                out[O_ATRS, col] = atrs
                 cnt = si[SI_NATRS]
                 has_old = cnt >= wmed
                 old_s = _last(rb, R_ATRS, cnt, cap, wmed - 1) if has_old else 0.0
@@ -815,48 +1172,43 @@ def update_bar(
                 si[SI_NATRS] = cnt
                 if cnt >= wmed:
                     med_s = _sorted_median(sw, 2, wmed)
-                    out[O_VOLR] = atrs / med_s if med_s > 0.0 else np.nan
+                    out[O_VOLR, col] = atrs / med_s if med_s > 0.0 else np.nan
             sf[SF_RSIG] = _wilder(sf[SF_RSIG], ds if ds > 0.0 else 0.0, nds, nrsi)
             sf[SF_RSIL] = _wilder(sf[SF_RSIL], -ds if ds < 0.0 else 0.0, nds, nrsi)
             if nds >= nrsi:
                 avl = sf[SF_RSIL]
                 if avl > 0.0:
-                    out[O_RSI] = 100.0 - 100.0 / (1.0 + sf[SF_RSIG] / avl)
+                    out[O_RSI, col] = 100.0 - 100.0 / (1.0 + sf[SF_RSIG] / avl)
                 else:
-                    out[O_RSI] = 100.0
-        # half-life: OLS dS_t = a + b S_{t-1} over the last wz pairs
-        if ns >= wz + 1:
-            v = _window(rb, R_S, ns, cap, wz + 1)
-            c = sf[SF_MHL]
-            if not abs(c) < np.inf:
-                c = v[wz - 1]
-            dmean = (v[wz] - v[0]) / wz  # mean of the dS (telescoping); used only as a shift
-            sx = 0.0
-            sy = 0.0
-            sxx = 0.0
-            sxy = 0.0
-            for i in range(wz):
-                dx = v[i] - c
-                dy = (v[i + 1] - v[i]) - dmean
-                sx += dx
-                sy += dy
-                sxx += dx * dx
-                sxy += dx * dy
-            sf[SF_MHL] = c + sx / wz
-            sxx -= sx * sx / wz
-            sxy -= sx * sy / wz
-            if sxx > 0.0:
-                hl = math.log(2.0) / abs(sxy / sxx)
-                out[O_HL] = min(max(hl, fp[FP_HLLO]), fp[FP_HLHI])
+                    out[O_RSI, col] = 100.0
+            # half-life: OLS dS_t = a + b S_{t-1} over the last wz pairs (S_{t-1}, dS_t)
+            _push(rb, R_DS, nds - 1, cap, ds)
+            _acc_push(
+                af, ai, M_HL, s_prev, ds,
+                _last(rb, R_S, ns, cap, wz + 1), _last(rb, R_DS, nds, cap, wz), wz,
+            )  # fmt: skip
+            if nds >= wz:
+                if _acc_due(af, ai, M_HL, wz):
+                    _acc_refresh(
+                        af, ai, M_HL, rb,
+                        R_S, _end(ns, cap) - 1 - wz, R_DS, _end(nds, cap) - wz, wz, True,
+                    )  # fmt: skip
+                _mx, _my, sxx, sxy, _syy = _acc_stats(af, ai, M_HL)
+                if sxx > 0.0:
+                    hl = math.log(2.0) / abs(sxy / sxx)
+                    out[O_HL, col] = min(max(hl, fp[FP_HLLO]), fp[FP_HLHI])
         # z over the historical spread; std_S also scales slope_spread
         sd_s = np.nan
+        _acc_push(af, ai, M_Z, s, 0.0, _last(rb, R_S, ns, cap, wz), 0.0, wz)
         if ns >= wz:
-            m, css = _moments(_window(rb, R_S, ns, cap, wz), sf[SF_MS])
-            sf[SF_MS] = m
+            if _acc_due(af, ai, M_Z, wz):
+                st = _end(ns, cap) - wz
+                _acc_refresh(af, ai, M_Z, rb, R_S, st, R_S, st, wz, False)
+            m, _my, css, _sxy, _syy = _acc_stats(af, ai, M_Z)
             sd_s = math.sqrt(css / (wz - 1))
             zc = fp[FP_ZCLIP]
             z = min(max((s - m) / sd_s, -zc), zc) if sd_s > 0.0 else np.nan
-            out[O_Z] = z
+            out[O_Z, col] = z
             nz = _push(rb, R_Z, si[SI_NZ], cap, z)
             si[SI_NZ] = nz
             if z == z:
@@ -865,23 +1217,58 @@ def update_bar(
                     sf[SF_ZEMA] = (1.0 - az) * sf[SF_ZEMA] + az * z
                 else:
                     sf[SF_ZEMA] = z
-            out[O_ZEMA] = sf[SF_ZEMA]
+            out[O_ZEMA, col] = sf[SF_ZEMA]
             if nz >= 2:
                 dz = z - _last(rb, R_Z, nz, cap, 1)
-                out[O_DZ] = dz
-                out[O_ADZ] = abs(dz)
+                out[O_DZ, col] = dz
+                out[O_ADZ, col] = abs(dz)
             if nz >= ws:
-                out[O_SLOPEZ] = _slope_index(_window(rb, R_Z, nz, cap, ws))
+                out[O_SLOPEZ, col] = _slope_index(rb, R_Z, _end(nz, cap) - ws, ws)
         if ns >= ws and sd_s > 0.0:
-            out[O_SLOPES] = _slope_index(_window(rb, R_S, ns, cap, ws)) / sd_s
+            out[O_SLOPES, col] = _slope_index(rb, R_S, _end(ns, cap) - ws, ws) / sd_s
 
     if nb <= ip[IP_WARM]:
         for k in range(N_OUT):
-            out[k] = np.nan
+            out[k, col] = np.nan
     return 0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_NO_NRT)
+def run_bars(
+    ip: np.ndarray,
+    fp: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    rb: np.ndarray,
+    sw: np.ndarray,
+    sc: np.ndarray,
+    af: np.ndarray,
+    ai: np.ndarray,
+    ohlc_a: np.ndarray,
+    ohlc_b: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """Loop :func:`update_bar` over aligned (n, 4) OHLC arrays; returns the first bad row or -1.
+
+    ``out`` is feature-major, shape (N_OUT, n): ``compute_features`` wraps its transpose in the
+    DataFrame without a copy, and ``PairFeatureState`` calls this with n = 1, so batch and live run
+    the very same compiled loop. Compiled without the NRT: nothing is allocated, and skipping the
+    reference counting of the state arrays saves about a third of the time per bar.
+    """
+    n = ohlc_a.shape[0]
+    for t in range(n):
+        st = update_bar(
+            ip, fp, si, sf, rb, sw, sc, af, ai,
+            ohlc_a[t, 0], ohlc_a[t, 1], ohlc_a[t, 2], ohlc_a[t, 3],
+            ohlc_b[t, 0], ohlc_b[t, 1], ohlc_b[t, 2], ohlc_b[t, 3],
+            out, t,
+        )  # fmt: skip
+        if st != 0:
+            return t
+    return -1
+
+
+@njit(**_NO_NRT)
 def run_batch(
     ip: np.ndarray,
     fp: np.ndarray,
@@ -890,25 +1277,17 @@ def run_batch(
     rb: np.ndarray,
     sw: np.ndarray,
     sc: np.ndarray,
+    af: np.ndarray,
+    ai: np.ndarray,
     ohlc_a: np.ndarray,
     ohlc_b: np.ndarray,
     out: np.ndarray,
 ) -> int:
-    """Loop :func:`update_bar` over aligned (n, 4) OHLC arrays; returns the first bad row or -1."""
-    n = ohlc_a.shape[0]
-    for t in range(n):
-        st = update_bar(
-            ip, fp, si, sf, rb, sw, sc,
-            ohlc_a[t, 0], ohlc_a[t, 1], ohlc_a[t, 2], ohlc_a[t, 3],
-            ohlc_b[t, 0], ohlc_b[t, 1], ohlc_b[t, 2], ohlc_b[t, 3],
-            out[t],
-        )  # fmt: skip
-        if st != 0:
-            return t
-    return -1
+    """:func:`run_bars` with a row-major ``out`` of shape (n, N_OUT) (any memory layout)."""
+    return run_bars(ip, fp, si, sf, rb, sw, sc, af, ai, ohlc_a, ohlc_b, out.T)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_OPTS)
 def rolling_window_beta(
     x: np.ndarray,
     y: np.ndarray,
@@ -920,54 +1299,100 @@ def rolling_window_beta(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw window beta of ``y`` on ``x`` for every full window of length ``w`` (NaN before).
 
-    Chains the shifts and the median guess exactly as :func:`update_bar` does, so the values are
-    bit-identical to the raw betas behind the features.
+    Runs the same accumulator and median-guess chain as :func:`update_bar` (through
+    :func:`_beta_update`), so the values are bit-identical to the raw betas behind the features.
     """
     n = x.shape[0]
     beta = np.full(n, np.nan)
     used = np.zeros(n, dtype=np.bool_)
-    sc = np.empty((3, w))
-    cx = np.nan
-    cy = np.nan
+    src = np.empty((2, n))
+    src[0] = x
+    src[1] = y
+    sc = np.empty((N_SC, w))
+    af = np.zeros((N_M, N_AF))
+    ai = np.zeros((N_M, N_AI), dtype=np.int64)
+    af[:, AF_PX] = np.nan
+    af[:, AF_PY] = np.nan
     med = np.nan
-    for t in range(w - 1, n):
-        b, h, cx, cy, med = window_beta(
-            x[t - w + 1 : t + 1],
-            y[t - w + 1 : t + 1],
-            cx,
-            cy,
-            med,
-            ratio_thr,
-            huber_t,
-            maxiter,
-            tol,
-            sc,
-        )
+    for t in range(n):
+        old = t - w if t >= w else t
+        b, h, med = _beta_update(
+            af, ai, src, 0, 1, t + 1, x[t], y[t], x[old], y[old], w,
+            med, ratio_thr, huber_t, maxiter, tol, sc,
+        )  # fmt: skip
         beta[t] = b
         used[t] = h
     return beta, used
 
 
-def new_state(ip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fresh (si, sf, rb, sw, sc) arrays for the parameters ``ip``."""
+@njit(**_OPTS)
+def common_positions(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the common values of two strictly increasing int64 arrays (merge, O(n_a + n_b))."""
+    na = ta.shape[0]
+    nb = tb.shape[0]
+    ia = np.empty(min(na, nb), dtype=np.int64)
+    ib = np.empty(min(na, nb), dtype=np.int64)
+    i = 0
+    j = 0
+    m = 0
+    while i < na and j < nb:
+        u = ta[i]
+        v = tb[j]
+        if u == v:
+            ia[m] = i
+            ib[m] = j
+            m += 1
+            i += 1
+            j += 1
+        elif u < v:
+            i += 1
+        else:
+            j += 1
+    return ia[:m], ib[:m]
+
+
+@njit(**_OPTS)
+def gather_ohlc(
+    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, pos: np.ndarray
+) -> tuple[np.ndarray, int, int]:
+    """(n, 4) array of the rows ``pos`` of four price columns, and the first bad (row, column).
+
+    A price is bad when it is NaN, infinite or <= 0; (-1, -1) when every price is usable.
+    """
+    n = pos.shape[0]
+    arr = np.empty((n, 4))
+    bad_row = -1
+    bad_col = -1
+    for t in range(n):
+        p = pos[t]
+        arr[t, 0] = o[p]
+        arr[t, 1] = h[p]
+        arr[t, 2] = lo[p]
+        arr[t, 3] = c[p]
+        if bad_row < 0:
+            for j in range(4):
+                v = arr[t, j]
+                if not (0.0 < v < np.inf):
+                    bad_row = t
+                    bad_col = j
+                    break
+    return arr, bad_row, bad_col
+
+
+def new_state(
+    ip: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh (si, sf, rb, sw, sc, af, ai) arrays for the parameters ``ip``."""
     cap = int(ip[IP_C])
     si = np.zeros(N_SI, dtype=np.int64)
     sf = np.zeros(N_SF, dtype=np.float64)
-    for k in (
-        SF_BETA,
-        SF_ZEMA,
-        SF_MPA,
-        SF_MPB,
-        SF_MRA,
-        SF_MRB,
-        SF_MRHO,
-        SF_MBETA,
-        SF_MS,
-        SF_MHL,
-        SF_EMED,
-    ):
+    for k in (SF_BETA, SF_ZEMA, SF_EMED):
         sf[k] = np.nan
     rb = np.zeros((N_RINGS, 2 * cap), dtype=np.float64)
     sw = np.zeros((3, int(ip[IP_WMED])), dtype=np.float64)
-    sc = np.zeros((3, int(ip[IP_WB])), dtype=np.float64)
-    return si, sf, rb, sw, sc
+    sc = np.zeros((N_SC, int(ip[IP_WB])), dtype=np.float64)
+    af = np.zeros((N_M, N_AF), dtype=np.float64)
+    af[:, AF_PX] = np.nan  # no previous value: the first push starts every run length at 1
+    af[:, AF_PY] = np.nan
+    ai = np.zeros((N_M, N_AI), dtype=np.int64)
+    return si, sf, rb, sw, sc, af, ai

@@ -1,10 +1,10 @@
 """Features v1 for one pair of legs (spec 004 §特徴量仕様 v1), batch computation.
 
 :func:`compute_features` turns two legs of closed OHLC bars into the 21 feature columns of
-:data:`FEATURE_COLUMNS`. It runs the same compiled per-bar update as the live
-:class:`pairdesk.quant.incremental.PairFeatureState` (the batch is a loop over that update), so the
-two agree to the last bit; each bar costs work bounded by the window sizes, independent of the
-history length.
+:data:`FEATURE_COLUMNS`. It runs the same compiled loop over the per-bar update as the live
+:class:`pairdesk.quant.incremental.PairFeatureState` (which feeds it one bar at a time), so the two
+agree to the last bit; each bar costs work bounded by the window sizes, independent of the history
+length (~0.7 us per bar for the default windows, 48k hourly bars in ~35 ms).
 
 Notes
 -----
@@ -55,10 +55,12 @@ With ``W_b`` = ``beta_window_bars``, ``W_z`` = ``z_window_bars``, ``W_r`` = ``rh
   ``alpha = 2 / (span + 1)``, adjust=False, both seeded with the first S.
 * **slope_spread** = OLS slope of the last ``W_s`` values of ``S`` on their bar index, divided by
   ``std(S over W_z, ddof=1)``; **slope_z** = OLS slope of the last ``W_s`` z values on bar index.
-* Window means and (co)variances are recomputed from the window buffer each bar (corrected
-  two-pass sums around a shift near the window mean), so log prices ~7.6 do not cancel
-  catastrophically and no error accumulates along the history; rolling medians keep a sorted
-  window. Details: ``pairdesk.quant._feature_kernels``.
+* Window means and (co)variances are running sums around a shift near the window mean (O(1) per
+  bar, corrected two-pass formula), recomputed exactly from the window buffer every window and
+  whenever the mean drifts from the shift, so log prices ~7.6 do not cancel catastrophically and
+  no rounding error accumulates along the history (~1e-14 relative); exactly constant windows give
+  exactly zero variance. Rolling medians keep a sorted window (exact order statistics). Details:
+  ``pairdesk.quant._feature_kernels``.
 * **Warm-up**: every row with index ``t < params.warmup_bars`` is all-NaN (the state still learns
   from those bars). ``warmup_bars`` is the first index at which every feature is defined for
   non-degenerate data (377 with the defaults, set by ``slope_z``: beta from 179, z from 358, 20 z).
@@ -75,7 +77,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -289,13 +291,14 @@ class FeatureParams:
         ip[_k.IP_WMED] = self.atr_baseline_median_bars
         ip[_k.IP_NRSI] = self.rsi_period
         ip[_k.IP_MAXIT] = self.huber_maxiter
-        ip[_k.IP_C] = max(
+        longest = max(
             self.beta_window_bars,
-            self.z_window_bars + 1,
+            self.z_window_bars,
             self.rho_window_bars,
             self.slope_window_bars,
             self.atr_baseline_median_bars,
         )
+        ip[_k.IP_C] = 1 << (longest + 1).bit_length()  # power of two >= longest + 2
         ip[_k.IP_WARM] = self.warmup_bars
         fp = np.zeros(_k.N_FP, dtype=np.float64)
         fp[_k.FP_ABETA] = -math.expm1(-math.log(2.0) / self.beta_ema_half_life)
@@ -367,16 +370,42 @@ def align_pair(bars_a: pd.DataFrame, bars_b: pd.DataFrame) -> tuple[pd.DataFrame
     return out_a, out_b
 
 
-def _ohlc_array(bars: pd.DataFrame, leg: str) -> np.ndarray:
-    arr = np.ascontiguousarray(bars.loc[:, list(_OHLC)].to_numpy(dtype=np.float64))
-    bad = ~(np.isfinite(arr) & (arr > 0.0))
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(
-            f"bars_{leg} has a NaN, infinite or non-positive price: {_OHLC[col]}={arr[row, col]!r} "
-            f"at {bars.index[row]}"
-        )
-    return arr
+def _aligned_ohlc(
+    bars_a: pd.DataFrame, bars_b: pd.DataFrame
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """Common index (exactly as :func:`align_pair`) and the (n, 4) float64 OHLC arrays of both legs.
+
+    The rows are gathered from the price columns with a compiled merge of the two sorted indexes
+    (no intermediate DataFrames); prices on the common bars are validated on the way.
+
+    Raises
+    ------
+    ValueError
+        As :func:`align_pair`; or a NaN, infinite or non-positive price on a common bar.
+    """
+    _check_leg(bars_a, "a")
+    _check_leg(bars_b, "b")
+    idx_a = cast(pd.DatetimeIndex, bars_a.index)  # checked by _check_leg
+    idx_b = cast(pd.DatetimeIndex, bars_b.index)
+    common = cast(
+        pd.DatetimeIndex, idx_a.intersection(idx_b, sort=False).sort_values().rename("ts_utc")
+    )
+    if idx_a.dtype == idx_b.dtype:  # same unit and tz: merge the int64 timestamps directly
+        pos_a, pos_b = _k.common_positions(idx_a.asi8, idx_b.asi8)
+    else:
+        pos_a = idx_a.get_indexer(common).astype(np.int64)
+        pos_b = idx_b.get_indexer(common).astype(np.int64)
+    arrays = []
+    for bars, pos, leg in ((bars_a, pos_a, "a"), (bars_b, pos_b, "b")):
+        cols = [np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64)) for c in _OHLC]
+        arr, row, col = _k.gather_ohlc(*cols, pos)
+        if row >= 0:
+            raise ValueError(
+                f"bars_{leg} has a NaN, infinite or non-positive price: {_OHLC[col]}="
+                f"{arr[row, col]!r} at {common[row]}"
+            )
+        arrays.append(arr)
+    return common, arrays[0], arrays[1]
 
 
 def compute_features(
@@ -418,19 +447,19 @@ def compute_features(
     spec 004 §特徴量仕様 v1; ``docs/quant-contracts.md`` §Features v1.
     """
     p = FeatureParams() if params is None else params
-    a, b = align_pair(bars_a, bars_b)
+    index, arr_a, arr_b = _aligned_ohlc(bars_a, bars_b)
+    n = len(index)
     need = p.warmup_bars + 1
-    if len(a) < need:
-        raise ValueError(f"need at least {need} common bars for the warm-up, got {len(a)}")
-    arr_a = _ohlc_array(a, "a")
-    arr_b = _ohlc_array(b, "b")
+    if n < need:
+        raise ValueError(f"need at least {need} common bars for the warm-up, got {n}")
     ip, fp = p._packed()
-    si, sf, rb, sw, sc = _k.new_state(ip)
-    out = np.empty((len(a), _k.N_OUT), dtype=np.float64)
-    bad = _k.run_batch(ip, fp, si, sf, rb, sw, sc, arr_a, arr_b, out)
-    if bad >= 0:  # unreachable after _ohlc_array; kept so a kernel refusal can never pass silently
-        raise ValueError(f"invalid price at common bar {bad} ({a.index[bad]})")
-    return pd.DataFrame(out, index=a.index, columns=list(FEATURE_COLUMNS))
+    state = _k.new_state(ip)
+    # feature-major buffer: the DataFrame wraps its transpose as-is (no copy)
+    out = np.empty((_k.N_OUT, n), dtype=np.float64)
+    bad = _k.run_bars(ip, fp, *state, arr_a, arr_b, out)
+    if bad >= 0:  # unreachable after validation; kept so a kernel refusal can never pass silently
+        raise ValueError(f"invalid price at common bar {bad} ({index[bad]})")
+    return pd.DataFrame(out.T, index=index, columns=list(FEATURE_COLUMNS), copy=False)
 
 
 def rolling_beta_raw(

@@ -1,10 +1,11 @@
 """Incremental (live) features v1: one closed bar per leg in, the 21 features of that bar out.
 
-:class:`PairFeatureState` holds preallocated numpy state (ring buffers over the windows, sorted
-windows for the ATR medians, EMA/Wilder accumulators) and calls the same compiled per-bar update
-as :func:`pairdesk.quant.features.compute_features`, whose batch is a loop over that update. Feeding
-the aligned bars of a pair one by one therefore reproduces the batch rows exactly, and each update
-costs work bounded by the window sizes, independent of how many bars were seen.
+:class:`PairFeatureState` holds preallocated numpy state (ring buffers over the windows, running
+window sums, sorted windows for the ATR medians, EMA/Wilder accumulators) and runs the same compiled
+loop as :func:`pairdesk.quant.features.compute_features` on a batch of one bar. Feeding the aligned
+bars of a pair one by one therefore reproduces the batch rows exactly (same code, same operations),
+and each update costs work bounded by the window sizes, independent of how many bars were seen
+(a few microseconds per pair-bar, mostly the Python call).
 
 Notes
 -----
@@ -19,6 +20,8 @@ spec 004 §特徴量仕様 v1 (計算・更新ポリシー: incremental update o
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -47,13 +50,32 @@ class PairFeatureState:
     spec 004 §特徴量仕様 v1.
     """
 
-    __slots__ = ("_fp", "_ip", "_last_ns", "_out", "_params", "_rb", "_sc", "_sf", "_si", "_sw")
+    __slots__ = (
+        "_af",
+        "_ai",
+        "_fp",
+        "_ip",
+        "_last_ns",
+        "_ohlc_a",
+        "_ohlc_b",
+        "_out",
+        "_params",
+        "_rb",
+        "_sc",
+        "_sf",
+        "_si",
+        "_sw",
+    )
 
     def __init__(self, params: FeatureParams | None = None) -> None:
         self._params = FeatureParams() if params is None else params
         self._ip, self._fp = self._params._packed()
-        self._si, self._sf, self._rb, self._sw, self._sc = _k.new_state(self._ip)
-        self._out = np.full(_k.N_OUT, np.nan)
+        self._si, self._sf, self._rb, self._sw, self._sc, self._af, self._ai = _k.new_state(
+            self._ip
+        )
+        self._ohlc_a = np.empty((1, 4), dtype=np.float64)  # the bar being fed, as a 1-row batch
+        self._ohlc_b = np.empty((1, 4), dtype=np.float64)
+        self._out = np.full((_k.N_OUT, 1), np.nan)  # feature-major, as the batch buffer
         self._last_ns: int | None = None
 
     @property
@@ -94,7 +116,7 @@ class PairFeatureState:
         bar_a: tuple[float, float, float, float],
         bar_b: tuple[float, float, float, float],
     ) -> np.ndarray:
-        """Validate, run the kernel; return the internal output buffer (overwritten next call)."""
+        """Validate, run the kernel on a 1-bar batch; return the internal buffer (reused next call)."""
         ns = self._ts_ns(ts_utc)
         if self._last_ns is not None and ns <= self._last_ns:
             raise ValueError(
@@ -110,16 +132,22 @@ class PairFeatureState:
             raise ValueError(
                 "bar_a and bar_b must each be (open, high, low, close) numbers"
             ) from exc
-        out = self._out
-        status = _k.update_bar(
-            self._ip, self._fp, self._si, self._sf, self._rb, self._sw, self._sc,
-            oa, ha, la, ca, ob, hb, lb, cb, out,
+        self._ohlc_a[0] = (oa, ha, la, ca)
+        self._ohlc_b[0] = (ob, hb, lb, cb)
+        status = _k.run_bars(
+            self._ip, self._fp, self._si, self._sf, self._rb, self._sw, self._sc, self._af,
+            self._ai, self._ohlc_a, self._ohlc_b, self._out,
         )  # fmt: skip
-        if status:
-            leg, bar = ("a", bar_a) if status == 1 else ("b", bar_b)
+        if status >= 0:
+            leg, bar = ("a", bar_a) if self._bad_leg(oa, ha, la, ca) else ("b", bar_b)
             raise ValueError(f"bar_{leg} has a NaN, infinite or non-positive price: {tuple(bar)!r}")
         self._last_ns = ns
-        return out
+        return self._out.ravel()
+
+    @staticmethod
+    def _bad_leg(o: float, h: float, lo: float, c: float) -> bool:
+        """True when a price of the bar is NaN, infinite or <= 0 (the kernel's refusal test)."""
+        return not all(0.0 < v < math.inf for v in (o, h, lo, c))
 
     def update_array(
         self,
