@@ -14,15 +14,10 @@ All tests using it are collected by the one module ``test_platform.py``, so xdis
 from __future__ import annotations
 
 import os
-import queue
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,54 +31,6 @@ PASSWORD = "correct horse battery staple"
 ROLES = ("viewer", "editor", "approver", "admin")
 SERVICES = ("data_pipeline", "core_inference", "backtest", "analytics", "config_api", "ops_api")
 THETA1, THETA2 = 0.05, 0.45  # low θ1 so the 2024 H1 backtest and the live loop have entries
-
-
-class Lines:
-    """Collect a subprocess's output on a thread (its pipe never fills up)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        assert proc.stdout is not None
-        stream = proc.stdout
-
-        def pump() -> None:
-            for line in stream:
-                self._queue.put(line.rstrip("\n"))
-            self._queue.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def until(self, marker: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if line is None:
-                return False
-            self.lines.append(line)
-            if marker in line:
-                return True
-        return False
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-def free_base_port() -> int:
-    for _ in range(100):
-        base = random.randint(20000, 60000)
-        try:
-            for port in range(base, base + 6):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no 6 free consecutive ports")
 
 
 @dataclass
@@ -100,7 +47,7 @@ class Platform:
     model_dir: Path
     model_version: str
     var: Path
-    output: Lines
+    output: testing.OutputLines
     tokens: dict[str, str] = field(default_factory=dict)
 
     def token(self, role: str) -> str:
@@ -147,7 +94,7 @@ def platform(
     drop_root.mkdir()
     var = root / "var"
     namespace = testing.new_namespace()
-    base = free_base_port()
+    base = testing.free_port_block(len(SERVICES))
     with testing.temporary_database(pg_admin_url, migrate=True) as db_url:
         env = {
             k: v
@@ -185,7 +132,7 @@ def platform(
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, env=env,
         )  # fmt: skip
-        lines = Lines(proc)
+        lines = testing.OutputLines(proc)
         try:
             assert lines.until("pairdesk up: ready", timeout=300), lines.text
             urls = {name: f"http://127.0.0.1:{base + i}" for i, name in enumerate(SERVICES)}

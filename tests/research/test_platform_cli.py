@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import queue
-import random
 import re
 import shutil
 import signal
@@ -15,8 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -272,22 +268,6 @@ def _worker_exists() -> bool:
         return False
 
 
-def _free_base_port() -> int:
-    for _ in range(50):
-        base = random.randint(20000, 60000)
-        ok = True
-        for port in range(base, base + 6):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no 6 consecutive free ports")
-
-
 def test_up_rejects_unknown_service_and_busy_port(tmp_path: Path) -> None:
     r = invoke("up", "--var", tmp_path / "var", "--services", "nope")
     assert r.exit_code == 2
@@ -296,7 +276,7 @@ def test_up_rejects_unknown_service_and_busy_port(tmp_path: Path) -> None:
     services = _existing_services()
     if not services:
         pytest.skip("no service package has a main module yet")
-    base = _free_base_port()
+    base = testing.free_port_block(6)
     offset = dict(platform.SERVICES)[services[0]]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", base + offset))
@@ -307,41 +287,6 @@ def test_up_rejects_unknown_service_and_busy_port(tmp_path: Path) -> None:
         )  # fmt: skip
     assert r.exit_code == 2
     assert f"error: port {base + offset} ({services[0]}) is already in use" in r.stderr
-
-
-class _Lines:
-    """Collect a subprocess's output lines on a thread (so its pipe never fills up)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        assert proc.stdout is not None
-        stream = proc.stdout
-
-        def pump() -> None:
-            for line in stream:
-                self._queue.put(line.rstrip("\n"))
-            self._queue.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def until(self, marker: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if line is None:
-                return False
-            self.lines.append(line)
-            if line.startswith(marker):
-                return True
-        return False
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 #: One authenticated GET per service (DESIGN.md §5): 401 without a token, not 401/403 with it.
@@ -364,7 +309,7 @@ def test_up_starts_services_and_stops_everything_on_sigint(
         pytest.skip("no service package has a main module yet")
     worker = _worker_exists()
     var = tmp_path / "var"
-    base = _free_base_port()
+    base = testing.free_port_block(6)
     args = [
         sys.executable, "-m", "pairdesk.research.cli", "up", "--var", str(var),
         "--host", "127.0.0.1", "--base-port", str(base), "--services", ",".join(services),
@@ -393,7 +338,7 @@ def test_up_starts_services_and_stops_everything_on_sigint(
             text=True,
             env=env,
         )
-        out = _Lines(proc)
+        out = testing.OutputLines(proc)
         pids: dict[str, int] = {}
         try:
             assert out.until("pairdesk up: ready", timeout=300), out.text

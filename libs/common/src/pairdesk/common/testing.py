@@ -29,9 +29,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import queue
+import random
 import secrets
 import shutil
+import socket
+import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -51,10 +57,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 __all__ = [
     "POSTGRES_ENV",
     "REDIS_ENV",
+    "OutputLines",
     "RedisTestHandle",
     "create_database",
     "drop_database",
     "flush_namespace",
+    "free_port_block",
     "new_namespace",
     "postgres_url",
     "redis_url",
@@ -239,3 +247,66 @@ class RedisTestHandle:
             yield client
         finally:
             await client.aclose()
+
+
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """Return a base port such that ``base .. base+n-1`` are all free on ``host`` right now.
+
+    Raises
+    ------
+    RuntimeError
+        If no such block is found in 100 random tries.
+    """
+    for _ in range(100):
+        base = random.randint(20000, 60000 - n)  # noqa: S311 -- test port picking, not crypto
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no block of {n} free ports on {host}")
+
+
+class OutputLines:
+    """Collect a subprocess's text output on a thread (so its pipe never fills up).
+
+    Parameters
+    ----------
+    proc : subprocess.Popen
+        Started with ``stdout=PIPE`` and ``text=True``.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self._queue.put(line.rstrip("\n"))
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, marker: str, timeout: float) -> bool:
+        """Read lines until one starts with ``marker`` (True) or the output ends/times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                return False
+            self.lines.append(line)
+            if line.startswith(marker):
+                return True
+        return False
+
+    @property
+    def text(self) -> str:
+        """Every line read so far."""
+        return "\n".join(self.lines)
