@@ -119,3 +119,27 @@ def test_lost_redis_is_503(pg_url: str) -> None:
         assert r.status_code == 503
         assert r.json()["error"]["id"] == "OPS_DEP_UNAVAIL"
         assert r.json()["error"]["message"] == "Redis is unavailable; retry later"
+
+
+def test_a_missing_file_is_not_reported_as_an_outage(
+    pg_url: str, redis_client: RedisTestHandle
+) -> None:
+    router = APIRouter()
+
+    @router.get("/file")
+    async def read_file() -> dict[str, str]:
+        return {"text": open("/nonexistent/pairdesk-file").read()}
+
+    settings = Settings.from_mapping({"POSTGRES_URL": pg_url, "REDIS_URL": redis_client.url})
+    app = create_service_app(
+        name="demo_svc",
+        domain="UI",
+        title="t",
+        description="d",
+        routers=[router],
+        settings=settings,
+    )
+    with TestClient(app) as client:
+        r = client.get("/api/v1/file")
+        assert r.status_code == 500
+        assert r.json()["error"]["id"] == "UI_API_INTERNAL"

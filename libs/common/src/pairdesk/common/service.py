@@ -19,6 +19,7 @@ Endpoints reach the resources through the typed dependency aliases :data:`Sessio
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -202,13 +203,23 @@ def _dependency_outage(domain: str) -> Callable[[Request, Exception], Awaitable[
     return handle
 
 
+# Connection-level failures only: a FileNotFoundError (also an OSError) is not an outage.
+_CONNECTION_ERRORS = (
+    ConnectionError,
+    socket.gaierror,
+    TimeoutError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (OSError, TimeoutError, sa_exc.TimeoutError, asyncpg.PostgresConnectionError,
-                             asyncpg.exceptions.CannotConnectNowError)):  # fmt: skip
+        if isinstance(seen, _CONNECTION_ERRORS):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -307,7 +318,8 @@ def create_service_app(
 
     app.add_exception_handler(sa_exc.DBAPIError, db_error)
     app.add_exception_handler(sa_exc.TimeoutError, db_error)
-    app.add_exception_handler(OSError, db_error)
+    app.add_exception_handler(ConnectionError, db_error)
+    app.add_exception_handler(socket.gaierror, db_error)
     instrument(app, name)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
