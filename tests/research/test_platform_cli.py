@@ -3,7 +3,6 @@ PostgreSQL, and ``pairdesk up`` end to end as a subprocess (services, worker, SI
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import re
@@ -22,12 +21,10 @@ import pytest
 import yaml
 from pairdesk.common import testing
 from pairdesk.common.auth import Role, decode_token
-from pairdesk.common.db import create_engine
 from pairdesk.common.models import ModelStatus
 from pairdesk.common.settings import Settings
 from pairdesk.research import platform
 from pairdesk.research.cli import app
-from sqlalchemy import text
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -38,19 +35,12 @@ def invoke(*args: object, env: dict[str, str | None] | None = None, input: str |
     return runner.invoke(app, [str(a) for a in args], env=env, input=input)
 
 
-async def _fetch(url: str, sql: str, **params: object) -> list[tuple]:
-    engine = create_engine(url, pool=False)
-    try:
-        async with engine.connect() as conn:
-            return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
-    finally:
-        await engine.dispose()
+def _fetch(url: str, sql: str, **params: object) -> list[tuple]:
+    return [tuple(r) for r in testing.run_sql(url, sql, **params)]
 
 
 def _user(url: str, name: str) -> tuple | None:
-    rows = asyncio.run(
-        _fetch(url, "SELECT role::text, password_hash FROM users WHERE username = :n", n=name)
-    )
+    rows = _fetch(url, "SELECT role::text, password_hash FROM users WHERE username = :n", n=name)
     return rows[0] if rows else None
 
 
@@ -216,12 +206,10 @@ def test_models_register_activate_list(
         assert r.stdout.strip() == (
             f"model {second.name} is active for timeframe 1h; {first.name} retired"
         )
-        rows = dict(
-            asyncio.run(_fetch(url, "SELECT model_version, status::text FROM model_registry"))
-        )
+        rows = dict(_fetch(url, "SELECT model_version, status::text FROM model_registry"))
         assert rows == {first.name: ModelStatus.RETIRED.value, second.name: "active"}
-        activated_by = asyncio.run(
-            _fetch(url, "SELECT activated_by FROM model_registry WHERE status = 'active'")
+        activated_by = _fetch(
+            url, "SELECT activated_by FROM model_registry WHERE status = 'active'"
         )[0][0]
         assert activated_by.startswith("cli")
 
@@ -241,9 +229,7 @@ def test_models_register_activate_list(
         r = invoke("models", "activate", first.name, env=env)
         assert r.exit_code == 2
         assert "changed since registration" in r.stderr
-        rows = dict(
-            asyncio.run(_fetch(url, "SELECT model_version, status::text FROM model_registry"))
-        )
+        rows = dict(_fetch(url, "SELECT model_version, status::text FROM model_registry"))
         assert rows[second.name] == "active"  # nothing half-done
 
 

@@ -33,7 +33,7 @@ from pairdesk.common.registry import activate_model, register_model
 from pairdesk.common.settings import Settings
 from pairdesk.research import store as st
 from pairdesk.research.pipeline import run_backtest_cli
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 REPO = Path(__file__).resolve().parents[3]
 #: KPIs with block-bootstrap intervals in bt_summary.csv (``<kpi>_ci_low/high``).
@@ -82,15 +82,8 @@ class Env:
     bars: pd.DataFrame  # canonical rows loaded (store partitions of BAR_MONTHS)
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
-        async def run() -> list[Any]:
-            engine = create_engine(self.db_url, pool=False)
-            try:
-                async with engine.connect() as conn:
-                    return list((await conn.execute(text(statement), params)).all())
-            finally:
-                await engine.dispose()
-
-        return asyncio.run(run())
+        """Run one SQL statement on the test database and return its rows."""
+        return testing.run_sql(self.db_url, statement, **params)
 
 
 def _backtest(

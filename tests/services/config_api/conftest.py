@@ -20,7 +20,6 @@ from pairdesk.common.settings import Settings
 from pairdesk.config_api.main import create_app
 from pairdesk.config_api.settings import ConfigApiSettings
 from pairdesk.research.config import CONFIG_DIR
-from sqlalchemy import text
 
 #: username -> (password, role, active)
 USERS: dict[str, tuple[str, Role, bool]] = {
@@ -42,16 +41,7 @@ class Env:
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
         """Run one SQL statement on the test database and return its rows."""
-
-        async def run() -> list[Any]:
-            engine = create_engine(self.db_url, pool=False)
-            try:
-                async with engine.connect() as conn:
-                    return list((await conn.execute(text(statement), params)).all())
-            finally:
-                await engine.dispose()
-
-        return asyncio.run(run())
+        return testing.run_sql(self.db_url, statement, **params)
 
 
 async def _add_users(url: str) -> None:

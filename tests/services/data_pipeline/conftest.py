@@ -3,7 +3,6 @@ drop root with real XAUUSD/XAGUSD/BTCUSDT slices, a store folder, tokens and a r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pairdesk.common import testing
 from pairdesk.common.auth import create_token
-from pairdesk.common.db import create_engine
 from pairdesk.common.settings import Settings
 from pairdesk.data_pipeline.main import create_app
 from pairdesk.data_pipeline.settings import DataPipelineSettings
-from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "data"
@@ -60,16 +57,7 @@ class Env:
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
         """Run one SQL statement on the test database and return its rows."""
-
-        async def run() -> list[Any]:
-            engine = create_engine(self.db_url, pool=False)
-            try:
-                async with engine.connect() as conn:
-                    return list((await conn.execute(text(statement), params)).all())
-            finally:
-                await engine.dispose()
-
-        return asyncio.run(run())
+        return testing.run_sql(self.db_url, statement, **params)
 
 
 @pytest.fixture(scope="module")

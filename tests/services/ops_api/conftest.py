@@ -16,10 +16,8 @@ from fastapi.testclient import TestClient
 from pairdesk.common import testing
 from pairdesk.common.auth import create_token
 from pairdesk.common.bus import OpsFlags, SignalBus
-from pairdesk.common.db import create_engine
 from pairdesk.common.settings import Settings
 from pairdesk.ops_api.main import create_app
-from sqlalchemy import text
 
 JWT_SECRET = "ops-api-tests-" + "x" * 40
 
@@ -101,15 +99,6 @@ def sql(ops_pg_url: str) -> Callable[..., list[dict[str, Any]]]:
     """``sql("SELECT ... WHERE x = :x", x=1)`` → rows as dicts (committed data only)."""
 
     def run(statement: str, **params: Any) -> list[dict[str, Any]]:
-        async def go() -> list[dict[str, Any]]:
-            engine = create_engine(ops_pg_url, pool=False)
-            try:
-                async with engine.connect() as conn:
-                    result = await conn.execute(text(statement), params)
-                    return [dict(r._mapping) for r in result]
-            finally:
-                await engine.dispose()
-
-        return asyncio.run(go())
+        return [dict(r._mapping) for r in testing.run_sql(ops_pg_url, statement, **params)]
 
     return run

@@ -67,6 +67,7 @@ __all__ = [
     "postgres_url",
     "redis_url",
     "rollback_session",
+    "run_sql",
     "temporary_database",
 ]
 
@@ -207,6 +208,24 @@ async def rollback_session(url: str) -> AsyncIterator[AsyncSession]:
                 await outer.rollback()
     finally:
         await engine.dispose()
+
+
+def run_sql(url: str, statement: str, **params: Any) -> list[Any]:
+    """Run one SQL statement on the database at ``url`` and return its rows (synchronous).
+
+    For test assertions on committed data; opens and disposes its own engine, so it works from
+    any thread with no event loop running.
+    """
+
+    async def run() -> list[Any]:
+        engine = create_engine(url, pool=False)
+        try:
+            async with engine.begin() as conn:
+                return list((await conn.execute(text(statement), params)).all())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 def new_namespace() -> str:
