@@ -7,21 +7,39 @@ from fastapi.testclient import TestClient
 from pairdesk.common.service import ResourcesDep, SessionDep, create_service_app
 from pairdesk.common.settings import Settings
 from pairdesk.common.testing import RedisTestHandle
+from sqlalchemy import text
+
+# Probe routes mounted under /api/v1 of every test app.
+router = APIRouter()
 
 
-def _app(pg: str, redis: str, namespace: str = "") -> TestClient:
-    router = APIRouter()
+@router.get("/echo")
+async def echo(resources: ResourcesDep) -> dict[str, str]:
+    return {"namespace": resources.bus.names.ops_flags}
 
-    @router.get("/echo")
-    async def echo(resources: ResourcesDep) -> dict[str, str]:
-        return {"namespace": resources.bus.names.ops_flags}
 
+@router.get("/rows")
+async def rows(session: SessionDep) -> dict[str, int]:
+    return {"n": int((await session.execute(text("SELECT 1"))).scalar_one())}
+
+
+@router.get("/ping")
+async def ping(resources: ResourcesDep) -> dict[str, bool]:
+    return {"ok": bool(await resources.redis.ping())}
+
+
+@router.get("/file")
+async def read_file() -> dict[str, str]:
+    return {"text": open("/nonexistent/pairdesk-file").read()}
+
+
+def _app(pg: str, redis: str, namespace: str = "", domain: str = "OPS") -> TestClient:
     settings = Settings.from_mapping(
         {"POSTGRES_URL": pg, "REDIS_URL": redis, "PAIRDESK_BUS_NAMESPACE": namespace}
     )
     app = create_service_app(
         name="demo_svc",
-        domain="OPS",
+        domain=domain,
         title="t",
         description="d",
         routers=[router],
@@ -71,26 +89,7 @@ def test_readyz_503_when_database_not_migrated(
 
 
 def test_lost_database_is_503_in_the_envelope_not_500(redis_client: RedisTestHandle) -> None:
-    from sqlalchemy import text
-
-    router = APIRouter()
-
-    @router.get("/rows")
-    async def rows(session: SessionDep) -> dict[str, int]:
-        return {"n": int((await session.execute(text("SELECT 1"))).scalar_one())}
-
-    settings = Settings.from_mapping(
-        {"POSTGRES_URL": "postgresql://nobody@127.0.0.1:1/x", "REDIS_URL": redis_client.url}
-    )
-    app = create_service_app(
-        name="demo_svc",
-        domain="BT",
-        title="t",
-        description="d",
-        routers=[router],
-        settings=settings,
-    )
-    with TestClient(app) as client:
+    with _app("postgresql://nobody@127.0.0.1:1/x", redis_client.url, domain="BT") as client:
         r = client.get("/api/v1/rows")
         assert r.status_code == 503
         assert r.json()["error"]["id"] == "BT_DEP_UNAVAIL"
@@ -99,22 +98,7 @@ def test_lost_database_is_503_in_the_envelope_not_500(redis_client: RedisTestHan
 
 
 def test_lost_redis_is_503(pg_url: str) -> None:
-    router = APIRouter()
-
-    @router.get("/ping")
-    async def ping(resources: ResourcesDep) -> dict[str, bool]:
-        return {"ok": bool(await resources.redis.ping())}
-
-    settings = Settings.from_mapping({"POSTGRES_URL": pg_url, "REDIS_URL": "redis://127.0.0.1:1/0"})
-    app = create_service_app(
-        name="demo_svc",
-        domain="OPS",
-        title="t",
-        description="d",
-        routers=[router],
-        settings=settings,
-    )
-    with TestClient(app) as client:
+    with _app(pg_url, "redis://127.0.0.1:1/0") as client:
         r = client.get("/api/v1/ping")
         assert r.status_code == 503
         assert r.json()["error"]["id"] == "OPS_DEP_UNAVAIL"
@@ -124,22 +108,7 @@ def test_lost_redis_is_503(pg_url: str) -> None:
 def test_a_missing_file_is_not_reported_as_an_outage(
     pg_url: str, redis_client: RedisTestHandle
 ) -> None:
-    router = APIRouter()
-
-    @router.get("/file")
-    async def read_file() -> dict[str, str]:
-        return {"text": open("/nonexistent/pairdesk-file").read()}
-
-    settings = Settings.from_mapping({"POSTGRES_URL": pg_url, "REDIS_URL": redis_client.url})
-    app = create_service_app(
-        name="demo_svc",
-        domain="UI",
-        title="t",
-        description="d",
-        routers=[router],
-        settings=settings,
-    )
-    with TestClient(app) as client:
+    with _app(pg_url, redis_client.url, domain="UI") as client:
         r = client.get("/api/v1/file")
         assert r.status_code == 500
         assert r.json()["error"]["id"] == "UI_API_INTERNAL"
