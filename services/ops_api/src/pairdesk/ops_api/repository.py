@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from pairdesk.common.bus import SignalBus
 from pairdesk.common.models import AnalyticsAction, IncidentLog, ModelRegistry, ModelStatus
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,7 +36,6 @@ __all__ = [
     "list_actions",
     "list_active_models",
     "set_theta_override",
-    "theta_key",
 ]
 
 #: Every ops action name starts with this (``audit.analytics_actions`` is shared with analytics).
@@ -137,11 +135,6 @@ async def list_active_models(session: AsyncSession) -> list[ModelRegistry]:
         .order_by(ModelRegistry.timeframe)
     )
     return list(rows.all())
-
-
-def theta_key(bus: SignalBus) -> str:
-    """Name of the θ-override hash under ``bus``'s namespace."""
-    return bus.names.ops_theta
 
 
 async def get_theta_overrides(client: aioredis.Redis, key: str) -> dict[str, dict[str, Any]]:

@@ -1042,7 +1042,7 @@ async def _rollback_theta(
         active = _model_read(current)
     assert src.theta1 is not None
     assert src.theta2 is not None
-    key = repo.theta_key(bus)
+    key = bus.names.ops_theta
     common = {
         "user": user,
         "request_id": request_id,
@@ -1132,7 +1132,7 @@ async def get_state(
     try:
         flags = await bus.get_flags()
         raw_metrics = await bus.client.hgetall(bus.names.pair_metrics)
-        raw_theta = await bus.client.hgetall(repo.theta_key(bus))
+        raw_theta = await bus.client.hgetall(bus.names.ops_theta)
     except _BUS_ERRORS as exc:
         raise _bus_unavailable(exc) from None
     except ValueError as exc:
