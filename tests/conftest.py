@@ -88,7 +88,8 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> 
     """A Parquet store and a ``bt train`` model bundle on real XAUUSD/XAGUSD 1h data.
 
     Store: 2021-10-01 → 2024-07-01 ingested from the shipped files. Model ``t_2022_2023`` trained
-    on 2022-01:2023-12 (backtest on 2024-01:2024-06). Built once per test run and shared by
+    on 2022-01:2023-12-29 (backtest on 2024-01:2024-06, outside the training period widened by
+    M = 48 bars). Built once per test run and shared by
     every xdist worker (a file lock guards the build). Keys: ``store``, ``models`` (the bundle
     folder), ``drop`` (the file drop), ``root``.
     """
@@ -119,7 +120,7 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> 
             )
             run_train(
                 universe=universe,
-                period="2022-01:2023-12",
+                period="2022-01:2023-12-29",
                 timeframe="1h",
                 store=paths["store"],
                 out=paths["models"],

@@ -50,9 +50,9 @@ def test_register_records_the_bundle(bundle: Path, db_session: SessionFactory) -
             assert row.feature_schema_hash == params["feature_schema_hash"]
             assert row.theta1 == Decimal(str(params["theta"]["theta1"]))
             assert row.theta2 == Decimal(str(params["theta"]["theta2"]))
-            # period 2022-01-01:2023-12-31 (end inclusive) -> [2022-01-01, 2024-01-01)
+            # period 2022-01-01:2023-12-29 (end inclusive) -> [2022-01-01, 2023-12-30)
             assert row.train_start == datetime(2022, 1, 1, tzinfo=UTC)
-            assert row.train_end == datetime(2024, 1, 1, tzinfo=UTC)
+            assert row.train_end == datetime(2023, 12, 30, tzinfo=UTC)
             assert row.metrics["registered_by"] == "alice"
             assert "folds" not in row.metrics["walk_forward"]
             assert await registry.get_model(session, "t_2022_2023") is row

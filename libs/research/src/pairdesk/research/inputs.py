@@ -1,6 +1,14 @@
 """Per-pair research inputs: aligned canonical bars from the store → features v1, AI1 candidate bars,
 tradable mask, contract specs and costs — the one place where ``bt train`` and ``bt run`` build what
-the quant engine consumes (so both read identical numbers)."""
+the quant engine consumes (so both read identical numbers).
+
+Imputed bars (DQ rule 5, ``imputed = True`` in the store: a short hole filled by forward-fill/linear
+interpolation) are kept for features and mark-to-market but are never a signal bar nor a fill
+price: the engine's ``tradable`` mask is False on them, and their ``z`` / ``risk_score`` are NaN in
+:meth:`PairInputs.engine_inputs` so no exit signal fires on them either (a time stop due on one
+fills on the next real tradable bar). Backtest slices end on the last real bar
+(:func:`drop_trailing_imputed`), so the end-of-data close is a real price too
+(docs/quant-contracts.md §Research pipeline)."""
 
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from pairdesk.quant.features import compute_features
 from pairdesk.quant.labels import ai1_candidates
 from pairdesk.research.provenance import Period, frame_hash
 from pairdesk.research.settings import ResearchSettings
-from pairdesk.research.store import load_pair
+from pairdesk.research.store import list_partitions, load_pair, partition_file, read_partition
 from pairdesk.research.universe import PairConfig
 
 
@@ -33,7 +41,9 @@ class PairInputs:
     candidates : ndarray of bool, shape (n,)
         AI1 candidate bars (causal event rule).
     tradable : ndarray of bool, shape (n,)
-        Both legs inside their sessions for the bar.
+        Both legs inside their sessions for the bar and neither leg imputed.
+    imputed : ndarray of bool, shape (n,)
+        Either leg's bar is an imputed (filled) bar in the store.
     costs : CostModel
     data_hash : str
         SHA-256 of the aligned bars.
@@ -45,6 +55,7 @@ class PairInputs:
     features: pd.DataFrame
     candidates: np.ndarray
     tradable: np.ndarray
+    imputed: np.ndarray
     costs: CostModel
     data_hash: str
 
@@ -58,24 +69,62 @@ class PairInputs:
             features=self.features.loc[mask],
             candidates=self.candidates[mask],
             tradable=self.tradable[mask],
+            imputed=self.imputed[mask],
         )
 
     def engine_inputs(self, *, return_prob: np.ndarray, risk_score: np.ndarray) -> dict[str, Any]:
-        """Keyword arguments for :func:`pairdesk.quant.backtest.run_backtest` / ``grid_search``."""
+        """Keyword arguments for :func:`pairdesk.quant.backtest.run_backtest` / ``grid_search``.
+
+        ``return_prob`` / ``risk_score`` have shape (n,). On imputed bars ``z``, ``return_prob``
+        and ``risk_score`` are NaN and ``tradable`` is False (module docstring)."""
         f = self.features
+        real = ~self.imputed
         return {
             "ts": f.index,
             "close_a": self.bars_a["close"].to_numpy(np.float64),
             "close_b": self.bars_b["close"].to_numpy(np.float64),
-            "z": f["z"].to_numpy(np.float64),
+            "z": np.where(real, f["z"].to_numpy(np.float64), np.nan),
             "beta": f["beta"].to_numpy(np.float64),
-            "return_prob": np.where(self.candidates, return_prob, np.nan),
-            "risk_score": risk_score,
-            "tradable": self.tradable,
+            "return_prob": np.where(self.candidates & real, return_prob, np.nan),
+            "risk_score": np.where(real, np.asarray(risk_score, dtype=np.float64), np.nan),
+            "tradable": self.tradable & real,
             "legs": (self.pair.leg_a.spec, self.pair.leg_b.spec),
             "costs": self.costs,
             "min_notional_usd": self.pair.min_notional_usd,
         }
+
+
+def imputed_mask(store_dir: Path, symbol: str, timeframe: str, index: pd.Index) -> np.ndarray:
+    """Whether each bar of ``index`` (UTC bar-open times, shape (n,)) is an imputed row of
+    ``symbol`` in the store (``imputed`` column of the canonical partitions; only the months
+    spanned by ``index`` are read)."""
+    out = np.zeros(len(index), dtype=bool)
+    if len(index) == 0:
+        return out
+    months = set(pd.DatetimeIndex(index).tz_convert("UTC").strftime("%Y-%m"))
+    stamps: list[pd.DatetimeIndex] = []
+    for month in list_partitions(store_dir, timeframe, symbol):
+        if month not in months:
+            continue
+        path = partition_file(store_dir, timeframe, symbol, month)
+        if not path.is_file():
+            continue
+        df = read_partition(path)
+        stamps.append(pd.DatetimeIndex(df.loc[df["imputed"].to_numpy(bool), "ts_utc"]))
+    if stamps:
+        flagged = stamps[0].append(stamps[1:]) if len(stamps) > 1 else stamps[0]
+        out = np.asarray(pd.DatetimeIndex(index).isin(flagged), dtype=bool)
+    return out
+
+
+def drop_trailing_imputed(mask: np.ndarray, imputed: np.ndarray) -> np.ndarray:
+    """``mask`` (bool, shape (n,)) with the imputed bars after its last real (non-imputed) bar
+    removed, so a backtest over it ends — and closes any open position — on a real price."""
+    keep = np.asarray(mask, dtype=bool).copy()
+    real = np.flatnonzero(keep & ~np.asarray(imputed, dtype=bool))
+    if len(real):
+        keep[real[-1] + 1 :] = False
+    return keep
 
 
 def load_pair_inputs(
@@ -110,6 +159,9 @@ def load_pair_inputs(
     feats = compute_features(a, b, settings.features)
     cand = np.asarray(ai1_candidates(feats, settings.labels), dtype=bool)
     tradable = pair.leg_a.calendar.is_tradable(feats.index, tf) & pair.leg_b.calendar.is_tradable(feats.index, tf)
+    imputed = imputed_mask(store_dir, pair.leg_a.symbol, tf, feats.index) | imputed_mask(
+        store_dir, pair.leg_b.symbol, tf, feats.index
+    )
     costs = CostModel.from_mapping(cost_table, [pair.leg_a.symbol, pair.leg_b.symbol])
     return PairInputs(
         pair=pair,
@@ -117,7 +169,8 @@ def load_pair_inputs(
         bars_b=b,
         features=feats,
         candidates=cand,
-        tradable=np.asarray(tradable, dtype=bool),
+        tradable=np.asarray(tradable, dtype=bool) & ~imputed,
+        imputed=imputed,
         costs=costs,
         data_hash=frame_hash(a[["open", "high", "low", "close"]], b[["open", "high", "low", "close"]]),
     )

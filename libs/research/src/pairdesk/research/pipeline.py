@@ -1,10 +1,12 @@
 """The research jobs behind the CLI: ``ingest``, ``bt train`` and ``bt run`` (spec 004
 §data-assets-pipeline, §backtest-assets-engine 仕様 v1 I/O・出力, §時系列CV・評価KPI).
 
-``bt run`` writes, for every pair, ``bt_summary``, ``bt_trades`` and ``bt_daily_equity`` as CSV and
-Parquet, each row stamped with ``run_id, model_version, feature_schema_hash, data_hash, code_hash,
-params_hash, seed``, plus ``report.html``. The KPI dict returned (and printed by the CLI) is the one
-written to ``bt_summary``.
+``bt run`` writes ``bt_summary``, ``bt_trades`` and ``bt_daily_equity`` as CSV and Parquet — per
+pair (``scope = pair``) and, for a universe of two or more pairs, for the portfolio of the pairs
+(``pair_id = PORTFOLIO``, ``scope = portfolio``; :mod:`pairdesk.research.combine`) — each row
+stamped with ``run_id, model_version, feature_schema_hash, data_hash, code_hash, params_hash,
+seed, in_sample``, plus ``report.html`` (portfolio) and ``report_<pair_id>.html``. The KPI dicts
+returned (and printed by the CLI) are the ones written to ``bt_summary``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from pairdesk.quant.backtest import BacktestResult, run_backtest
 from pairdesk.quant.metrics import adoption_check
 from pairdesk.quant.models import TrainedModel
 from pairdesk.quant.stats import bootstrap_kpis, moving_block_bootstrap_indices
-from pairdesk.research.config import load_yaml
+from pairdesk.research.combine import PORTFOLIO_ID, combine, drawdown_events, ruin
+from pairdesk.research.config import CONFIG_DIR, load_policy, load_yaml
 from pairdesk.research.ingest import IngestReport, ingest
-from pairdesk.research.inputs import PairInputs, load_pair_inputs
+from pairdesk.research.inputs import drop_trailing_imputed, load_pair_inputs
 from pairdesk.research.provenance import code_hash, parse_period, sha256_json
-from pairdesk.research.report import render_report
+from pairdesk.research.report import render_portfolio_report, render_report
 from pairdesk.research.settings import load_settings
 from pairdesk.research.train import Progress, feature_schema, predict_signals, train
 from pairdesk.research.universe import TIMEFRAME_MINUTES, load_universe
@@ -101,22 +104,24 @@ def run_train(
                      cost_table=cost_table, progress=progress)
 
 
-def _stamped(df: pd.DataFrame, pair_id: str, stamps: dict[str, Any]) -> pd.DataFrame:
-    """``df`` with ``pair_id`` and the provenance stamps as constant columns."""
+def _stamped(df: pd.DataFrame, pair_id: str, stamps: dict[str, Any], scope: str = "pair") -> pd.DataFrame:
+    """``df`` with ``pair_id``, ``scope`` and the provenance stamps as constant columns."""
     out = df.copy()
     out["pair_id"] = pair_id
+    out["scope"] = scope
     for k, v in stamps.items():
         out[k] = v
     return out
 
 
-def _halt_rate_ci(inp: PairInputs, return_prob: np.ndarray, risk: np.ndarray, theta1: float, theta2: float,
-                  block: int, n_samples: int, seed: int) -> tuple[float, float]:
-    """Block-bootstrap CI of the candidate-level AI2 veto share (bars resampled in blocks)."""
-    passed = inp.candidates & (return_prob > theta1)
-    veto = passed & (risk >= theta2)
+def _halt_rate_ci(passed: np.ndarray, veto: np.ndarray, block: int, n_samples: int, seed: int) -> tuple[float, float]:
+    """Block-bootstrap 95% CI of the candidate-level AI2 veto share ``Σ veto / Σ passed``, bars
+    (rows of the per-bar counts ``passed`` / ``veto``, shape (n,)) resampled in blocks."""
     n = len(passed)
-    idx = moving_block_bootstrap_indices(n, block=block, n_samples=n_samples, rng=np.random.default_rng(seed))
+    if n < 2:
+        return float("nan"), float("nan")
+    idx = moving_block_bootstrap_indices(n, block=min(block, n), n_samples=n_samples,
+                                         rng=np.random.default_rng(seed))
     p = passed[idx].sum(axis=1)
     v = veto[idx].sum(axis=1)
     ok = p > 0
@@ -124,6 +129,61 @@ def _halt_rate_ci(inp: PairInputs, return_prob: np.ndarray, risk: np.ndarray, th
         return float("nan"), float("nan")
     lo, hi = np.percentile(v[ok] / p[ok], [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def training_guard(mparams: dict[str, Any]) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The model's training period widened by M bars, ``[start − M·bar, end + M·bar)`` (UTC), from
+    ``params.yaml`` (``training_period``; older bundles: ``created_from.period`` and
+    ``exit_rule.M`` with the bundle's timeframe). ``None`` when the bundle records no period.
+
+    *Choice*: the M bars are counted as calendar time ``M · bar length`` (48 × 1 h = 48 h), the
+    embargo ``bt run`` keeps between training data and backtest (docs/quant-contracts.md
+    §Research pipeline)."""
+    tp = mparams.get("training_period")
+    if isinstance(tp, dict) and tp.get("start") and tp.get("end"):
+        start, end = pd.Timestamp(tp["start"]), pd.Timestamp(tp["end"])
+        widen = pd.Timedelta(minutes=float(tp.get("bar_minutes", 60)) * int(tp.get("guard_bars", 0)))
+    else:
+        created = mparams.get("created_from") or {}
+        if not created.get("period"):
+            return None
+        per = parse_period(str(created["period"]))
+        start, end = per.start, per.end
+        minutes = TIMEFRAME_MINUTES.get(str(created.get("timeframe")), 60)
+        widen = pd.Timedelta(minutes=minutes * int((mparams.get("exit_rule") or {}).get("M", 0)))
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    return start - widen, end + widen
+
+
+def _scan_candidates(universe: Path) -> pd.DataFrame | None:
+    """``candidates.csv`` written by ``bt scan`` next to the universe file, if present."""
+    path = universe.parent / "candidates.csv"
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError):
+        return None
+
+
+def _adoption(kpis: dict[str, float], adoption: dict[str, float]) -> dict[str, Any]:
+    flags = adoption_check(kpis, adoption["sharpe_min"], adoption["max_dd_max"], adoption["trades_per_year_min"])
+    return {
+        "sharpe": {"value": kpis["sharpe"], "threshold": f"> {adoption['sharpe_min']}", "pass": flags["sharpe"]},
+        "max_dd": {"value": kpis["max_dd"], "threshold": f"< {adoption['max_dd_max']}", "pass": flags["max_dd"]},
+        "trades_per_year": {"value": kpis["trades_per_year"], "threshold": f">= {adoption['trades_per_year_min']}",
+                            "pass": flags["trades_per_year"]},
+        "passed": flags["passed"],
+    }
+
+
+def _summary_row(kpis: dict[str, float], ci: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, _ in KPI_ROWS:
+        row[key] = kpis[key]
+        row[f"{key}_ci_low"], row[f"{key}_ci_high"] = ci[key]
+    return row
 
 
 def run_backtest_cli(
@@ -140,16 +200,40 @@ def run_backtest_cli(
     latency_bars: int | None,
     pair_ids: list[str] | None,
     run_id: str | None = None,
+    allow_in_sample: bool = False,
 ) -> dict[str, Any]:
-    """``bt run``: backtest the combined rule over ``period`` with the models in ``model_dir``.
+    """``bt run``: backtest the combined rule over ``period`` with the models in ``model_dir``, every
+    pair of the universe, and their portfolio (:mod:`pairdesk.research.combine`).
+
+    Outputs in ``out`` (CSV + Parquet): ``bt_summary`` — one row per pair (``scope = pair``) and,
+    with two or more pairs, first the portfolio row (``pair_id = PORTFOLIO``, ``scope =
+    portfolio``); ``bt_trades`` — every pair's trades (``pair_id``); ``bt_daily_equity`` — the
+    portfolio's days (with two or more pairs) then each pair's. Every row carries ``in_sample`` and
+    the provenance stamps. ``report.html`` (portfolio) and ``report_<pair_id>.html`` per pair;
+    ``run.json`` (parameters, stamps, drawdown events, ruin, warnings).
 
     ``run_id`` stamps every output row; a fresh uuid4 when omitted (the CLI). The backtest
     service passes its ``bt_runs.run_id`` so files and database rows carry the same id.
 
+    Parameters
+    ----------
+    allow_in_sample : bool
+        Run even when ``period`` overlaps the model's training period widened by M bars
+        (:func:`training_guard`); every output is then stamped ``in_sample = True`` and the
+        report is titled IN-SAMPLE. Default False: such a period is refused.
+
+    Returns
+    -------
+    dict
+        ``period``, ``out``, ``report``, ``in_sample``, ``warnings`` (list of str), ``portfolio``
+        (``kpi_rows``, ``adoption``, ``funnel``, ``dd_events``, ``ruin``, ``theta1``, ``theta2``)
+        and ``pairs`` (pair id → the same keys for the pair).
+
     Raises
     ------
     ValueError / FileNotFoundError / ConfigError
-        Bad period, missing model artefacts, feature schema mismatch, too few bars.
+        Bad period, in-sample period without ``allow_in_sample``, missing model artefacts,
+        feature schema mismatch, too few bars.
     """
     settings = load_settings(timeframe)
     per = parse_period(period)
@@ -165,15 +249,37 @@ def run_backtest_cli(
             f"model {model_dir} was trained with feature schema {str(mparams.get('feature_schema_hash'))[:12]}, "
             f"current is {schema_hash[:12]} (timeframe or feature params differ)"
         )
+    guard = training_guard(mparams)
+    in_sample = guard is not None and per.start < guard[1] and guard[0] < per.end
+    if in_sample and not allow_in_sample:
+        assert guard is not None
+        raise ValueError(
+            f"period {per} overlaps the model's training period widened by M bars "
+            f"({guard[0]:%Y-%m-%d %H:%M}..{guard[1]:%Y-%m-%d %H:%M} UTC); choose a later period or pass "
+            f"--allow-in-sample (outputs are then stamped IN-SAMPLE)"
+        )
+    warnings: list[str] = []
+    model_theta = mparams.get("theta") or {}
+    if not bool(mparams.get("feasible", model_theta.get("feasible", True))):
+        warnings.append(
+            f"the model's θ (θ1={model_theta.get('theta1')}, θ2={model_theta.get('theta2')}) was chosen from a θ grid "
+            "with no feasible cell (MaxDD/trades-per-year constraints unmet on the training OOS predictions)"
+            + ("; overridden here" if theta1 is not None or theta2 is not None else "")
+        )
+    if in_sample:
+        warnings.append(f"IN-SAMPLE: period {per} overlaps the model's training period; KPIs are not out-of-sample")
     models = {ai: TrainedModel.load(model_dir / ai) for ai in ("ai1", "ai2")}
-    th1 = float(theta1) if theta1 is not None else float(mparams["theta"]["theta1"])
-    th2 = float(theta2) if theta2 is not None else float(mparams["theta"]["theta2"])
+    th1 = float(theta1) if theta1 is not None else float(model_theta["theta1"])
+    th2 = float(theta2) if theta2 is not None else float(model_theta["theta2"])
     latency = int(latency_bars) if latency_bars is not None else settings.backtest.latency_bars
     bt_params = replace(settings.backtest, theta1=th1, theta2=th2, latency_bars=latency)
     seed = int(settings.kpi["seed"])
+    block = int(settings.kpi["block_bootstrap_size_bars"])
+    n_boot = int(settings.kpi["bootstrap_samples"])
     run_params = {"theta1": th1, "theta2": th2, "backtest": bt_params.__dict__, "period": str(per),
-                  "timeframe": timeframe, "cost_table": cost_table, "kpi": settings.kpi}
-    stamps_common = {
+                  "timeframe": timeframe, "cost_table": cost_table, "kpi": settings.kpi,
+                  "pairs": [p.pair_id for p in pairs], "in_sample": bool(in_sample)}
+    stamps_common: dict[str, Any] = {
         "run_id": run_id if run_id is not None else str(uuid.uuid4()),
         "model_version": str(mparams.get("model_version", model_dir.name)),
         "feature_schema_hash": schema_hash,
@@ -181,51 +287,50 @@ def run_backtest_cli(
         "params_hash": sha256_json(run_params),
         "seed": seed,
     }
+    dd_levels = _dd_levels()
     bar = pd.Timedelta(minutes=TIMEFRAME_MINUTES[timeframe])
     warmup_from = per.start - 3 * settings.features.warmup_bars * bar
     summaries, trades_all, equity_all = [], [], []
-    result: dict[str, Any] = {"period": str(per), "pairs": {}, "out": str(out)}
+    result: dict[str, Any] = {"period": str(per), "pairs": {}, "out": str(out), "in_sample": bool(in_sample),
+                              "warnings": warnings}
     reports: list[tuple[str, dict[str, Any]]] = []
+    pair_results: list[tuple[str, BacktestResult]] = []
+    halt_counts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    data_hashes: dict[str, str] = {}
     for pair in pairs:
         inp = load_pair_inputs(pair, store_dir=store, period=per, settings=settings, cost_table=cost_table,
                                warmup_from=warmup_from)
         rprob, risk = predict_signals(models["ai1"], models["ai2"], inp.features, inp.candidates)
-        in_period = np.asarray(inp.features.index >= per.start)
+        in_period = drop_trailing_imputed(np.asarray(inp.features.index >= per.start), inp.imputed)
         if in_period.sum() < 2:
             raise ValueError(f"{pair.pair_id}: fewer than 2 bars in {per}")
         sub = inp.slice(in_period)
         rprob, risk = rprob[in_period], risk[in_period]
-        res: BacktestResult = run_backtest(**sub.engine_inputs(return_prob=rprob, risk_score=risk), params=bt_params)
+        eng = sub.engine_inputs(return_prob=rprob, risk_score=risk)
+        res: BacktestResult = run_backtest(**eng, params=bt_params)
+        pair_results.append((pair.pair_id, res))
         trades = res.trades
         kpi_params = settings.kpi_params_for(res.ts)
         kpis = res.kpis(kpi_params)
         ci = bootstrap_kpis(res.bar_pnl, res.ts, trades["bar_exit"].to_numpy(np.int64), trades["pnl"].to_numpy(),
                             trades["return_on_capital"].to_numpy(), initial_capital=res.initial_capital,
-                            bar_ns=res.bar_ns, block=int(settings.kpi["block_bootstrap_size_bars"]),
-                            n_samples=int(settings.kpi["bootstrap_samples"]), seed=seed,
-                            params=kpi_params)
-        ci["halt_rate"] = _halt_rate_ci(sub, rprob, risk, th1, th2, int(settings.kpi["block_bootstrap_size_bars"]),
-                                        int(settings.kpi["bootstrap_samples"]), seed)
-        adopt_flags = adoption_check(kpis, settings.adoption["sharpe_min"], settings.adoption["max_dd_max"],
-                                     settings.adoption["trades_per_year_min"])
-        adoption = {
-            "sharpe": {"value": kpis["sharpe"], "threshold": f"> {settings.adoption['sharpe_min']}", "pass": adopt_flags["sharpe"]},
-            "max_dd": {"value": kpis["max_dd"], "threshold": f"< {settings.adoption['max_dd_max']}", "pass": adopt_flags["max_dd"]},
-            "trades_per_year": {"value": kpis["trades_per_year"], "threshold": f">= {settings.adoption['trades_per_year_min']}",
-                                "pass": adopt_flags["trades_per_year"]},
-            "passed": adopt_flags["passed"],
-        }
-        stamps: dict[str, Any] = {**stamps_common, "data_hash": inp.data_hash}
-        row: dict[str, Any] = {"pair_id": pair.pair_id, "period": str(per), "timeframe": timeframe,
+                            bar_ns=res.bar_ns, block=block, n_samples=n_boot, seed=seed, params=kpi_params)
+        cand = np.isfinite(eng["return_prob"]) & eng["tradable"]
+        passed = cand & (eng["return_prob"] > th1)
+        veto = passed & ~(eng["risk_score"] < th2)
+        halt_counts.append((np.asarray(res.ts, dtype=np.int64), passed, veto))
+        ci["halt_rate"] = _halt_rate_ci(passed.astype(np.int64), veto.astype(np.int64), block, n_boot, seed)
+        adoption = _adoption(kpis, settings.adoption)
+        data_hashes[pair.pair_id] = inp.data_hash
+        stamps: dict[str, Any] = {**stamps_common, "data_hash": inp.data_hash, "in_sample": bool(in_sample)}
+        row: dict[str, Any] = {"pair_id": pair.pair_id, "scope": "pair", "period": str(per), "timeframe": timeframe,
                                "trades": len(trades), "theta1": th1, "theta2": th2,
-                               "latency_bars": bt_params.latency_bars}
-        for key, _ in KPI_ROWS:
-            row[key] = kpis[key]
-            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = ci[key]
-        row.update({"ann_return_simple": kpis["ann_return_simple"],
+                               "latency_bars": bt_params.latency_bars, **_summary_row(kpis, ci)}
+        row.update({"ann_return_simple": kpis["ann_return_simple"], "fp_rate_ai2": kpis["fp_rate_ai2"],
+                    "total_pnl": float(trades["pnl"].sum()),
                     "sharpe_periods_per_year": kpi_params.periods_per_year, "candidates": res.counters.candidates,
                     "passed_theta1": res.counters.passed_theta1, "vetoed_by_ai2": res.counters.vetoed_by_ai2,
-                    "adoption_passed": adopt_flags["passed"], **stamps})
+                    "entries": res.counters.entries, "adoption_passed": adoption["passed"], **stamps})
         summaries.append(row)
         trades_all.append(_stamped(trades, pair.pair_id, stamps))
         deq = res.daily_equity()
@@ -236,23 +341,99 @@ def run_backtest_cli(
         funnel = {"candidates": c.candidates, "passed_theta1": c.passed_theta1, "vetoed_by_ai2": c.vetoed_by_ai2,
                   "entries": c.entries,
                   "max_return_prob": float(np.nanmax(rprob)) if np.isfinite(rprob).any() else float("nan")}
-        result["pairs"][pair.pair_id] = {"theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption,
-                                         "stamps": stamps, "funnel": funnel}
+        result["pairs"][pair.pair_id] = {
+            "theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps,
+            "funnel": funnel, "total_pnl": float(trades["pnl"].sum()), "trades": len(trades),
+            "dd_events": drawdown_events(res.ts, res.equity, res.initial_capital, dd_levels),
+            "ruin": ruin(res.ts, res.equity)}
         reports.append((pair.pair_id, {"kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps,
                                        "daily_equity": deq, "trades": trades, "z": sub.features["z"],
                                        "signals": pd.DataFrame({"return_prob": rprob, "risk_score": risk},
                                                                index=sub.features.index),
                                        "thresholds": {"theta1": th1, "theta2": th2}}))
 
+    # --- the portfolio of the pairs (shared capital, one clock) -------------------------------------
+    port = combine(pair_results)
+    kpi_params = settings.kpi_params_for(port.ts)
+    pk = port.kpis(kpi_params)
+    pci = bootstrap_kpis(port.bar_pnl, port.ts, port.trades["bar_exit_portfolio"].to_numpy(np.int64),
+                         port.trades["pnl"].to_numpy(), port.trades["return_on_capital"].to_numpy(),
+                         initial_capital=port.initial_capital, bar_ns=port.bar_ns, block=block, n_samples=n_boot,
+                         seed=seed, params=kpi_params)
+    passed_u = np.zeros(len(port.ts), dtype=np.int64)
+    veto_u = np.zeros(len(port.ts), dtype=np.int64)
+    for ts_p, passed, veto in halt_counts:
+        pos = np.searchsorted(port.ts, ts_p)
+        np.add.at(passed_u, pos, passed.astype(np.int64))
+        np.add.at(veto_u, pos, veto.astype(np.int64))
+    pci["halt_rate"] = _halt_rate_ci(passed_u, veto_u, block, n_boot, seed)
+    p_adoption = _adoption(pk, settings.adoption)
+    p_hash = next(iter(data_hashes.values())) if len(data_hashes) == 1 else sha256_json(data_hashes)
+    p_stamps: dict[str, Any] = {**stamps_common, "data_hash": p_hash, "in_sample": bool(in_sample)}
+    p_kpi_rows = [{"kpi": key, "label": label, "value": pk[key], "ci_low": pci[key][0], "ci_high": pci[key][1]}
+                  for key, label in KPI_ROWS]
+    pc = port.counters
+    p_events = drawdown_events(port.ts, port.equity, port.initial_capital, dd_levels)
+    p_ruin = ruin(port.ts, port.equity)
+    pair_pnl = {pid: float(port.pair_pnl[pid].iloc[-1]) for pid in port.pair_pnl.columns}
+    result["portfolio"] = {
+        "theta1": th1, "theta2": th2, "kpi_rows": p_kpi_rows, "adoption": p_adoption, "stamps": p_stamps,
+        "funnel": {"candidates": pc["candidates"], "passed_theta1": pc["passed_theta1"],
+                   "vetoed_by_ai2": pc["vetoed_by_ai2"], "entries": pc["entries"],
+                   "max_return_prob": max((r["funnel"]["max_return_prob"] for r in result["pairs"].values()),
+                                          default=float("nan"))},
+        "dd_events": p_events, "ruin": p_ruin, "pair_pnl": pair_pnl, "n_pairs": len(pairs),
+        "trades": len(port.trades), "total_pnl": float(port.trades["pnl"].sum()),
+    }
+    p_deq = port.daily_equity()
+    if len(pairs) > 1:
+        p_row: dict[str, Any] = {"pair_id": PORTFOLIO_ID, "scope": "portfolio", "period": str(per),
+                                 "timeframe": timeframe, "trades": len(port.trades), "theta1": th1, "theta2": th2,
+                                 "latency_bars": bt_params.latency_bars, **_summary_row(pk, pci)}
+        p_row.update({"ann_return_simple": pk["ann_return_simple"], "fp_rate_ai2": pk["fp_rate_ai2"],
+                      "total_pnl": float(port.trades["pnl"].sum()),
+                      "sharpe_periods_per_year": kpi_params.periods_per_year, "candidates": pc["candidates"],
+                      "passed_theta1": pc["passed_theta1"], "vetoed_by_ai2": pc["vetoed_by_ai2"],
+                      "entries": pc["entries"], "adoption_passed": p_adoption["passed"], **p_stamps})
+        summaries.insert(0, p_row)
+        equity_all.insert(0, _stamped(p_deq, PORTFOLIO_ID, p_stamps, scope="portfolio"))
+
+    title_tag = "IN-SAMPLE " if in_sample else ""
     with staged_output(out) as tmp:
         tables = {"bt_summary": pd.DataFrame(summaries), "bt_trades": pd.concat(trades_all, ignore_index=True),
                   "bt_daily_equity": pd.concat(equity_all, ignore_index=True)}
         for name, df in tables.items():
             df.to_csv(tmp / f"{name}.csv", index=False)
             df.to_parquet(tmp / f"{name}.parquet", index=False)
-        for i, (pair_id, rep) in enumerate(reports):
-            name = "report.html" if i == 0 else f"report_{pair_id}.html"
-            render_report(tmp / name, title=f"Pairdesk backtest {pair_id} {per}", **rep)
-        (tmp / "run.json").write_text(json.dumps({"params": run_params, **stamps_common}, indent=2, default=str))
+        per_pair_rows = [{"pair_id": r["pair_id"], **{k: r[k] for k in PAIR_TABLE_COLUMNS}}
+                         for r in summaries if r["scope"] == "pair"]
+        render_portfolio_report(
+            tmp / "report.html",
+            title=f"{title_tag}Pairdesk portfolio backtest ({len(pairs)} pair{'s' if len(pairs) > 1 else ''}) {per}",
+            in_sample=bool(in_sample), kpi_rows=p_kpi_rows, adoption=p_adoption, stamps=p_stamps,
+            daily_equity=p_deq, pair_daily_equity={pid: rep["daily_equity"] for pid, rep in reports},
+            pair_rows=per_pair_rows, funnel=result["portfolio"]["funnel"], dd_events=p_events, ruin_ts=p_ruin,
+            warnings=warnings, candidates=_scan_candidates(universe),
+        )
+        for pair_id, rep in reports:
+            render_report(tmp / f"report_{pair_id}.html", title=f"{title_tag}Pairdesk backtest {pair_id} {per}",
+                          **rep)
+        (tmp / "run.json").write_text(json.dumps(
+            {"params": run_params, **stamps_common, "in_sample": bool(in_sample), "warnings": warnings,
+             "portfolio": {"dd_events": p_events, "ruin": p_ruin, "pair_pnl": pair_pnl},
+             "pairs": {pid: {"dd_events": r["dd_events"], "ruin": r["ruin"]} for pid, r in result["pairs"].items()}},
+            indent=2, default=str))
     result["report"] = str(out / "report.html")
     return result
+
+
+#: Columns of the per-pair table (printed and in report.html), from the pair's bt_summary row.
+PAIR_TABLE_COLUMNS: tuple[str, ...] = ("trades", "total_pnl", "ann_return", "sharpe", "max_dd", "win_rate",
+                                       "halt_rate", "adoption_passed")
+
+
+def _dd_levels() -> dict[str, float]:
+    """``WARN/HALT/FLATTEN`` portfolio drawdown levels of ``config/dd_policy.yaml``."""
+    pol = load_policy(CONFIG_DIR / "dd_policy.yaml")
+    return {"WARN": float(pol["dd_warn_portfolio"]), "HALT": float(pol["dd_halt_portfolio"]),
+            "FLATTEN": float(pol["dd_flatten_portfolio"])}

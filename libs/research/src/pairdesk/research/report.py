@@ -1,13 +1,16 @@
-"""Self-contained HTML backtest report: KPI table with 95% CIs, adoption check, and four charts
-(equity, drawdown, z-score with entries/exits, trade-return histogram) embedded as PNG
-(spec 004 §ml-assets-analytics レポーティング, §backtest-assets-engine 出力)."""
+"""Self-contained HTML backtest reports (spec 004 §ml-assets-analytics レポーティング,
+§backtest-assets-engine 出力): :func:`render_report` per pair (KPI table with 95% CIs, adoption
+check, equity, drawdown, z-score with entries/exits, trade-return histogram, model outputs) and
+:func:`render_portfolio_report` for the portfolio of a ``bt run`` (portfolio KPIs, equity and
+drawdown, PnL by pair, per-pair table, funnel, drawdown events, ruin, the ``bt scan`` table);
+charts are embedded as PNG."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,128 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 <h2>Adoption rule (spec 004 §採用判定): {verdict}</h2>
 <table><tr><th>criterion</th><th>value</th><th>threshold</th><th>result</th></tr>{adopt_html}</table>
 <h2>Charts</h2>{imgs}
+<h2>Provenance</h2><table>{stamp_html}</table></body></html>"""
+    path.write_text(doc, encoding="utf-8")
+    return path
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_portfolio_report(
+    path: Path,
+    *,
+    title: str,
+    in_sample: bool,
+    kpi_rows: Sequence[Mapping[str, Any]],
+    adoption: Mapping[str, Any],
+    stamps: Mapping[str, Any],
+    daily_equity: pd.DataFrame,
+    pair_daily_equity: Mapping[str, pd.DataFrame],
+    pair_rows: Sequence[Mapping[str, Any]],
+    funnel: Mapping[str, Any],
+    dd_events: Sequence[Mapping[str, Any]],
+    ruin_ts: str | None,
+    warnings: list[str],
+    candidates: pd.DataFrame | None = None,
+) -> Path:
+    """Write the portfolio ``report.html`` of ``bt run`` at ``path`` (self-contained, PNG charts).
+
+    Sections: an IN-SAMPLE banner (when ``in_sample``) and the run's warnings; portfolio KPIs
+    with block-bootstrap 95% CIs and the adoption rule on the portfolio; charts of the portfolio
+    equity with each pair's equity contribution, the portfolio drawdown and the PnL by pair (bar
+    chart); the per-pair table; the signal funnel; drawdown events against ``dd_policy`` levels
+    and ruin; the ``bt scan`` chosen pairs (``candidates``, when the universe has a sibling
+    ``candidates.csv``); provenance.
+
+    Parameters
+    ----------
+    kpi_rows : rows ``kpi, value, ci_low, ci_high`` (fractions, not percent).
+    adoption : criterion → ``{"value", "threshold", "pass"}`` plus ``"passed"``.
+    stamps : provenance shown verbatim.
+    daily_equity : portfolio ``date, equity, dd`` (USD, fraction).
+    pair_daily_equity : pair id → that pair's ``date, equity, dd`` (each on the shared capital).
+    pair_rows : per pair ``pair_id`` + the columns of the per-pair table (``total_pnl`` USD).
+    funnel : summed ``candidates, passed_theta1, vetoed_by_ai2, entries``.
+    dd_events : from :func:`pairdesk.research.combine.drawdown_events`.
+    ruin_ts : first bar with equity ≤ 0 (UTC ISO) or None.
+    warnings : one-line warnings of the run (infeasible θ, in-sample …).
+    candidates : the scan's candidate table, shown as is (first 50 rows).
+    """
+    charts: list[tuple[str, str]] = []
+    dates = pd.to_datetime(daily_equity["date"])
+
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    ax.plot(dates, daily_equity["equity"], lw=1.6, color="#1f4e79", label="portfolio")
+    for pid, deq in pair_daily_equity.items():
+        ax.plot(pd.to_datetime(deq["date"]), deq["equity"], lw=0.8, alpha=0.7, label=pid)
+    ax.set_ylabel("equity (USD)")
+    ax.set_title("Portfolio equity (daily, UTC close) and each pair's equity on the shared capital")
+    ax.legend(loc="upper left", fontsize=7)
+    ax.grid(alpha=0.3)
+    charts.append(("Portfolio equity", _png(fig)))
+
+    fig, ax = plt.subplots(figsize=(10, 2.6))
+    ax.fill_between(dates, -daily_equity["dd"], 0, color="#b03a2e", alpha=0.6)
+    for ev in dd_events:
+        ax.axvline(pd.Timestamp(str(ev["breach_ts"])).tz_localize(None), color="k", ls=":", lw=0.8)  # type: ignore[arg-type]
+    ax.set_ylabel("drawdown (fraction)")
+    ax.set_title("Portfolio drawdown (dotted: dd_policy level breaches)")
+    ax.grid(alpha=0.3)
+    charts.append(("Portfolio drawdown", _png(fig)))
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(pair_rows) + 2), 3.0))
+    names = [str(r["pair_id"]) for r in pair_rows]
+    pnl = [float(r["total_pnl"]) for r in pair_rows]
+    ax.bar(names, pnl, color=["#1e8449" if v >= 0 else "#b03a2e" for v in pnl])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("net PnL (USD)")
+    ax.set_title("PnL by pair (contribution to the portfolio)")
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    charts.append(("PnL by pair", _png(fig)))
+
+    kpi_html = _table(["KPI", "value", "CI low", "CI high"],
+                      [[r["kpi"], r["value"], r.get("ci_low", ""), r.get("ci_high", "")] for r in kpi_rows])
+    adopt_html = _table(["criterion", "value", "threshold", "result"],
+                        [[k, v["value"], v["threshold"], "PASS" if v["pass"] else "FAIL"]
+                         for k, v in adoption.items() if isinstance(v, Mapping)])
+    pair_cols = [c for c in (pair_rows[0].keys() if pair_rows else []) if c != "pair_id"]
+    pair_html = _table(["pair_id", *pair_cols], [[r["pair_id"], *[r[c] for c in pair_cols]] for r in pair_rows])
+    funnel_html = _table(["AI1 candidate bars", "return_prob > θ1", "vetoed by AI2", "entries"],
+                         [[funnel["candidates"], funnel["passed_theta1"], funnel["vetoed_by_ai2"], funnel["entries"]]])
+    if dd_events:
+        dd_html = _table(["level", "threshold", "peak", "breach", "trough", "trough dd", "recovered"],
+                         [[e["level"], e["threshold"], e["peak_ts"] or "start", e["breach_ts"], e["trough_ts"],
+                           e["trough_dd"], e["recovered_ts"] or "not recovered"] for e in dd_events])
+    else:
+        dd_html = "<p>No drawdown reached a dd_policy level.</p>"
+    ruin_html = f"<p><b>RUIN</b> at {html.escape(ruin_ts)} (equity ≤ 0)</p>" if ruin_ts else "<p>Ruin: none.</p>"
+    scan_html = ""
+    if candidates is not None:
+        shown = candidates.head(50)
+        scan_html = ("<h2 id='scan'>Pairs chosen by bt scan (candidates.csv)</h2>"
+                     + _table([str(c) for c in shown.columns], shown.astype(object).values.tolist()))
+    stamp_html = "".join(f"<tr><td>{_fmt(k)}</td><td><code>{_fmt(v)}</code></td></tr>" for k, v in stamps.items())
+    imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'/>"
+                   for t, b in charts)
+    banner = ("<p style='background:#b03a2e;color:#fff;padding:8px;font-weight:bold'>IN-SAMPLE: the period overlaps "
+              "the model's training period; these KPIs are not out-of-sample.</p>") if in_sample else ""
+    warn_html = "".join(f"<p style='color:#b03a2e'><b>warning:</b> {html.escape(w)}</p>" for w in warnings)
+    verdict = "PASS" if adoption.get("passed") else "FAIL"
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
+<body><h1>{html.escape(title)}</h1>{banner}{warn_html}
+<h2 id='portfolio-kpis'>Portfolio KPIs (block-bootstrap 95% CI)</h2>{kpi_html}
+<h2 id='adoption'>Adoption rule on the portfolio (spec 004 §採用判定): {verdict}</h2>{adopt_html}
+<h2 id='charts'>Portfolio equity, drawdown and PnL by pair</h2>{imgs}
+<h2 id='pairs'>Per-pair results (diagnostics)</h2>{pair_html}
+<h2 id='funnel'>Signal funnel (all pairs)</h2>{funnel_html}
+<h2 id='dd-events'>Drawdown events (dd_policy portfolio levels)</h2>{dd_html}{ruin_html}
+{scan_html}
 <h2>Provenance</h2><table>{stamp_html}</table></body></html>"""
     path.write_text(doc, encoding="utf-8")
     return path

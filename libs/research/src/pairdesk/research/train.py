@@ -7,11 +7,16 @@ Artefacts written to ``out_dir`` (the model version directory):
 * ``ai1/`` and ``ai2/`` — ``model.txt`` (native LightGBM text), ``calibrator.json`` (isotonic),
   ``normaliser.json`` (robust median/MAD + winsor + clip parameters), ``training.json``, ``oof.npz``;
 * ``feature_schema.json`` (+ its SHA-256 in ``params.yaml``);
-* ``params.yaml`` — every parameter used, the selected θ1/θ2 with the grid evidence, hashes, seed;
+* ``params.yaml`` — every parameter used, the selected θ1/θ2 with the grid evidence, hashes, seed,
+  ``feasible`` (False when no θ cell met the hard constraints: the θ is then only the best
+  infeasible score and ``bt train`` warns) and ``training_period`` (``start``/``end`` UTC ISO and
+  ``guard_bars`` = M: ``bt run`` refuses periods overlapping it widened by M bars);
 * ``metrics.json`` — purged-CV metrics per fold with mean/std/min/max across folds, walk-forward
   OOS metrics per fold and pooled;
 * ``oos_predictions.parquet`` — walk-forward out-of-sample ``return_prob`` / ``risk_score`` per bar;
-* ``theta_grid.csv`` — KPIs and the spec objective for every θ cell on the OOS predictions.
+* ``theta_grid.csv`` — portfolio KPIs, the AI2 false-positive term (``fp_rate_ai2`` from the aligned
+  AI2 labels) and the spec objective for every θ cell on the OOS predictions
+  (:func:`oos_theta_grid`; one pair = that pair's grid).
 
 Several pairs are pooled into one model; their samples are placed on one UTC bar clock (the sorted
 union of the pairs' timestamps) so that blocks, purge and embargo are in common bar positions.
@@ -22,20 +27,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-from pairdesk.quant.backtest import BacktestParams, grid_search, theta_grid
+from pairdesk.quant.backtest import BacktestParams, run_backtest, theta_grid
 from pairdesk.quant.classification import ai1_metrics, ai2_metrics, fold_summary
 from pairdesk.quant.cv import walk_forward_indices, walk_forward_splits
 from pairdesk.quant.features import FEATURE_COLUMNS
 from pairdesk.quant.labels import hedged_spread_return, label_ai1, label_ai2
 from pairdesk.quant.models import NormaliserParams, TrainedModel, train_classifier
-from pairdesk.research.inputs import PairInputs, load_pair_inputs
+from pairdesk.research.combine import combine, theta_score
+from pairdesk.research.inputs import PairInputs, drop_trailing_imputed, load_pair_inputs
 from pairdesk.research.provenance import Period, code_hash, sha256_json
 from pairdesk.research.settings import ResearchSettings
 from pairdesk.research.universe import PairConfig
@@ -205,37 +211,74 @@ def theta_grid_values(settings: ResearchSettings) -> tuple[np.ndarray, np.ndarra
     return theta_grid(float(a1), float(b1), step), theta_grid(float(a2), float(b2), step)
 
 
+def _risk_label(inp: PairInputs, ai2_labels: pd.DataFrame) -> np.ndarray:
+    """AI2 labels aligned to ``inp``'s bars (float64, shape (n,)): 0/1 where labelled, NaN else."""
+    return ai2_labels["y"].reindex(inp.features.index).to_numpy(np.float64)
+
+
 def oos_theta_grid(
-    inputs: list[PairInputs], oos: pd.DataFrame, settings: ResearchSettings
+    inputs: list[PairInputs],
+    oos: pd.DataFrame,
+    settings: ResearchSettings,
+    ai2_labels: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Run the θ grid on the walk-forward OOS predictions of every pair; average KPIs over pairs."""
+    """Run the θ1/θ2 grid on the walk-forward OOS predictions and score every cell on the
+    **portfolio** of the pairs (spec 004 §閾値最適化; :mod:`pairdesk.research.combine`).
+
+    Each cell backtests every pair with :func:`pairdesk.quant.backtest.run_backtest` on its OOS
+    bars (its slice ending on a real bar), combines them on one clock with shared capital, and
+    computes the portfolio KPIs, ``fp_rate_ai2`` from the pairs' summed AI2 false positives /
+    negatives (when ``ai2_labels`` — ``pair_id`` → :func:`pairdesk.quant.labels.label_ai2`
+    frame — is given), ``score`` and ``feasible`` (:func:`pairdesk.research.combine.theta_score`).
+    With one pair this equals :func:`pairdesk.quant.backtest.grid_search`.
+
+    Returns
+    -------
+    DataFrame, one row per (θ1, θ2) cell
+        ``theta1, theta2``, every KPI of ``KPI_NAMES``, ``halt_rate``, ``theta_pass_rate``,
+        ``fp_rate_ai2``, ``ai2_negatives``, ``ai2_false_positives``, ``score``, ``feasible``.
+
+    Raises
+    ------
+    ValueError
+        No pair has OOS predictions.
+    """
     t1, t2 = theta_grid_values(settings)
-    frames = []
+    prepared: list[tuple[str, dict[str, Any], np.ndarray | None, Any]] = []
     for p in inputs:
         o = oos[oos["pair_id"] == p.pair.pair_id]
-        mask = p.features.index.isin(o.index)
-        if not mask.any():
+        mask = drop_trailing_imputed(p.features.index.isin(o.index), p.imputed)
+        if mask.sum() < 2:
             continue
         sub = p.slice(mask)
         sub_oos = o.reindex(sub.features.index)
-        cells = grid_search(
-            **sub.engine_inputs(
-                return_prob=sub_oos["return_prob"].to_numpy(np.float64),
-                risk_score=sub_oos["risk_score"].to_numpy(np.float64),
-            ),
-            params=settings.backtest,
-            theta1_grid=t1,
-            theta2_grid=t2,
-            objective=settings.theta_objective,
-            kpi_params=settings.kpi_params_for(sub.features.index),
+        kw = sub.engine_inputs(
+            return_prob=sub_oos["return_prob"].to_numpy(np.float64),
+            risk_score=sub_oos["risk_score"].to_numpy(np.float64),
         )
-        frames.append(pd.DataFrame(cells.ravel()))
-    if not frames:
+        label = None
+        if ai2_labels is not None and p.pair.pair_id in ai2_labels:
+            label = _risk_label(sub, ai2_labels[p.pair.pair_id])
+        prepared.append((p.pair.pair_id, kw, label, sub.features.index))
+    if not prepared:
         raise ValueError("no out-of-sample predictions to search θ on (training period too short?)")
-    grid = pd.concat(frames).groupby(["theta1", "theta2"], as_index=False).mean(numeric_only=True)
-    obj = settings.theta_objective
-    grid["feasible"] = (grid["max_dd"] <= obj.max_dd_max) & (grid["trades_per_year"] >= obj.trades_per_year_min)
-    return grid
+    clock = prepared[0][3]
+    for _, _, _, idx in prepared[1:]:
+        clock = clock.union(idx)
+    kpi_params = settings.kpi_params_for(clock)
+    rows = []
+    for a in t1:
+        for b in t2:
+            prm = replace(settings.backtest, theta1=float(a), theta2=float(b))
+            res = [(pid, run_backtest(**kw, params=prm, risk_label=lab)) for pid, kw, lab, _ in prepared]
+            port = combine(res)
+            k = port.kpis(kpi_params)
+            score, feasible = theta_score(k, settings.theta_objective)
+            rows.append({"theta1": float(a), "theta2": float(b), **k,
+                         "ai2_negatives": port.counters["ai2_negatives"],
+                         "ai2_false_positives": port.counters["ai2_false_positives"],
+                         "score": score, "feasible": feasible})
+    return pd.DataFrame(rows)
 
 
 def train(
@@ -319,7 +362,7 @@ def train(
 
     # --- θ1/θ2 on the OOS predictions ------------------------------------------------------------
     progress("theta grid", 0, 1)
-    grid = oos_theta_grid(inputs, oos, settings)
+    grid = oos_theta_grid(inputs, oos, settings, {pid: lab for pid, lab, _ in ai2_parts})
     theta = select_theta(grid)
     progress("theta grid", 1, 1)
 
@@ -350,6 +393,11 @@ def train(
         "code_hash": code_hash(),
         "seed": settings.lgbm.seed,
         "theta": theta,
+        "feasible": theta["feasible"],
+        # bt run refuses periods overlapping [start - M bars, end + M bars) (honesty guard)
+        "training_period": {"start": period.start.isoformat(), "end": period.end.isoformat(),
+                            "guard_bars": int(bt.M), "bar_minutes": round(24 * 60 / settings.bars_per_day)},
+        "theta_scope": "portfolio" if len(inputs) > 1 else "pair",
         "features": asdict(settings.features),
         "labels_ai1": asdict(settings.labels),
         "labels_ai2": asdict(settings.risk),
@@ -364,6 +412,7 @@ def train(
     params["params_hash"] = sha256_json(params)
     (out_dir / "params.yaml").write_text(yaml.safe_dump(_json_safe(params), sort_keys=False, allow_unicode=True))
     summary = {
+        "pairs": [p.pair.pair_id for p in inputs], "training_period": str(period),
         "ai1_samples": len(s1.y), "ai1_positive_rate": float(s1.y.mean()),
         "ai2_samples": len(s2.y), "ai2_positive_rate": float(s2.y.mean()),
         "walk_forward_folds": len(folds), "oos_bars": len(oos), "theta": theta,

@@ -10,7 +10,11 @@ Life cycle of a run (PostgreSQL ``bt_runs`` is the source of truth; Redis only c
    (``queued → running``, ``started_at``), runs the research engine
    (:func:`pairdesk.research.pipeline.run_backtest_cli`, output ``<bt_out_dir>/<run_id>``), loads
    the engine's ``bt_summary`` / ``bt_trades`` / ``bt_daily_equity`` Parquet files and writes them
-   **in one transaction together with** ``status = succeeded``. Any failure sets ``failed`` with
+   **in one transaction together with** ``status = succeeded``. A run of two or more pairs also
+   stores the portfolio rows (``bt_summary`` / ``bt_daily_equity`` with ``pair_id =
+   'PORTFOLIO'``, :data:`pairdesk.research.combine.PORTFOLIO_ID`) next to the per-pair rows. A
+   period overlapping the model's training period is refused by the engine
+   (``BT_PERIOD_INSAMPLE``); the service never runs in-sample. Any failure sets ``failed`` with
    an error id and a caller-safe message (the traceback goes to the worker log only).
 3. :func:`sweep_runs` (worker start-up, and every ``bt_sweep_interval_s`` in the API process)
    applies the recovery rule below.
@@ -58,6 +62,7 @@ from pairdesk.common.models import BtRun, BtRunStatus
 from pairdesk.common.registry import BundleError, get_model, verify_bundle
 from pairdesk.common.settings import Settings
 from pairdesk.quant.costs import CostModel
+from pairdesk.research.combine import PORTFOLIO_ID
 from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError, load_yaml
 from pairdesk.research.pipeline import KPI_ROWS, run_backtest_cli
 from pairdesk.research.provenance import sha256_json
@@ -109,11 +114,14 @@ MODEL_TIMEFRAME: Final = error_id("BT", "MODEL", "TIMEFRAME")
 MODEL_INVALID: Final = error_id("BT", "MODEL", "INVALID")
 DATA_NODATA: Final = error_id("BT", "DATA", "NODATA")
 DATA_FEWBARS: Final = error_id("BT", "DATA", "FEWBARS")
+PERIOD_INSAMPLE: Final = error_id("BT", "PERIOD", "INSAMPLE")
 
 # Engine messages meaning "the store has bars, but too few for this period" (pairdesk.research
 # inputs.load_pair_inputs / pipeline.run_backtest_cli raise plain ValueErrors for these).
 _FEW_BARS: Final = re.compile(r"fewer than \d+ bars|warm-up needs at least")
 _SCHEMA_MISMATCH: Final = re.compile(r"feature schema")
+# run_backtest_cli's honesty guard: the period overlaps the model's training period (+/- M bars).
+_IN_SAMPLE: Final = re.compile(r"overlaps the model's training period")
 
 RUNS_SUBMITTED: Final = Counter(
     "pairdesk_bt_runs_submitted_total",
@@ -546,14 +554,15 @@ def result_rows(out_dir: Path, run_id: str) -> dict[str, list[dict[str, Any]]]:
 
 def _run_provenance(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """``bt_runs`` provenance: the stamps shared by every pair; ``data_hash`` is the pair's
-    own for a one-pair run, else the SHA-256 of ``{pair_id: data_hash}``."""
+    own for a one-pair run, else the SHA-256 of ``{pair_id: data_hash}`` over the pair rows
+    (the ``PORTFOLIO`` row of a multi-pair run carries that same hash)."""
     first = summary[0]
     out = {
         k: first[k]
         for k in ("model_version", "feature_schema_hash", "code_hash", "params_hash", "seed")
     }
-    hashes = {r["pair_id"]: r["data_hash"] for r in summary}
-    out["data_hash"] = first["data_hash"] if len(hashes) == 1 else sha256_json(hashes)
+    hashes = {r["pair_id"]: r["data_hash"] for r in summary if r["pair_id"] != PORTFOLIO_ID}
+    out["data_hash"] = next(iter(hashes.values())) if len(hashes) == 1 else sha256_json(hashes)
     return out
 
 
@@ -583,6 +592,11 @@ def classify_failure(exc: BaseException, request: dict[str, Any]) -> tuple[str, 
         return CONFIG_INVALID, "The run's configuration files are invalid"
     if isinstance(exc, ValueError) and _FEW_BARS.search(str(exc)):
         return DATA_FEWBARS, f"Too few {tf} bars for {pairs} in {period} to run the backtest"
+    if isinstance(exc, ValueError) and _IN_SAMPLE.search(str(exc)):
+        return PERIOD_INSAMPLE, (
+            f"Period {period} overlaps the training period of model "
+            f"{request.get('model_version')} (widened by M bars); choose a later period"
+        )
     if isinstance(exc, ValueError) and _SCHEMA_MISMATCH.search(str(exc)):
         return MODEL_INVALID, (
             f"Model {request.get('model_version')} was trained with another feature schema"
