@@ -103,6 +103,19 @@ def bt_train(
                                            out=out, pair_ids=pair_ids, cost=cost, progress=_Bars(prog)))
     console.print(f"models written to {out}")
     console.print(summary)
+    _warn_infeasible(summary)
+
+
+def _warn_infeasible(summary: dict[str, Any]) -> None:
+    """Loud warning when ``bt train``'s θ grid had no feasible cell (params.yaml ``feasible: false``)."""
+    theta = summary.get("theta", {})
+    if not theta.get("feasible", True):
+        err_console.print(
+            f"WARNING: no θ cell met the hard constraints (MaxDD / trades per year) on the out-of-sample "
+            f"predictions; θ1={theta.get('theta1')} θ2={theta.get('theta2')} is only the best infeasible score "
+            f"(params.yaml feasible: false)",
+            style="bold red", markup=False, highlight=False,
+        )
 
 
 @bt_app.command("run")
@@ -118,37 +131,73 @@ def bt_run(
     theta2: Annotated[float | None, typer.Option("--theta2", help="Override θ2 (default: params.yaml)")] = None,
     latency_bars: Annotated[int | None, typer.Option("--latency-bars", help="Fill N bars after the signal bar")] = None,
     pairs: Annotated[str | None, typer.Option("--pairs")] = None,
+    allow_in_sample: Annotated[bool, typer.Option(
+        "--allow-in-sample",
+        help="Run a period overlapping the model's training period (widened by M bars); outputs stamped IN-SAMPLE",
+    )] = False,
 ) -> None:
-    """Backtest the combined AI1/AI2 rule with costs; write bt_* tables and report.html."""
+    """Backtest the combined AI1/AI2 rule with costs on every pair and their portfolio; write bt_* tables
+    and report.html. Refuses a period overlapping the model's training period unless --allow-in-sample."""
     from pairdesk.research.pipeline import run_backtest_cli
 
     pair_ids = [p.strip() for p in pairs.split(",")] if pairs else None
     result = _guard(lambda: run_backtest_cli(universe=universe, period=period, timeframe=timeframe, model_dir=model_dir,
                                              cost=cost, store=store, out=out, theta1=theta1, theta2=theta2,
-                                             latency_bars=latency_bars, pair_ids=pair_ids))
+                                             latency_bars=latency_bars, pair_ids=pair_ids,
+                                             allow_in_sample=allow_in_sample))
     print_kpis(result)
 
 
+def _print_funnel_adoption(res: dict[str, Any], scope: str) -> None:
+    f = res["funnel"]
+    console.print(
+        f"signal funnel ({scope}): {f['candidates']} AI1 candidate bars (|z| ≥ z_entry) → {f['passed_theta1']} with "
+        f"return_prob > θ1 (max return_prob {f['max_return_prob']:.3f}) → {f['vetoed_by_ai2']} vetoed by AI2 "
+        f"(risk ≥ θ2) → {f['entries']} entries"
+    )
+    adopt = res["adoption"]
+    verdict = "PASS" if adopt["passed"] else "FAIL"
+    parts = [f"{k} {v['value']:.3f} vs {v['threshold']} {'ok' if v['pass'] else 'FAIL'}"
+             for k, v in adopt.items() if isinstance(v, dict)]
+    console.print(f"adoption rule (spec 004 §採用判定) on the {scope}: {verdict}  — " + "; ".join(parts))
+
+
 def print_kpis(result: dict[str, Any]) -> None:
-    """Print the KPI table (value and block-bootstrap 95% CI) and the adoption rule per pair."""
-    for pair_id, res in result["pairs"].items():
-        table = Table(title=f"{pair_id}  {result['period']}  θ1={res['theta1']} θ2={res['theta2']}")
-        for c in ("KPI", "value", "95% CI low", "95% CI high"):
-            table.add_column(c, justify="right" if c != "KPI" else "left")
-        for row in res["kpi_rows"]:
-            table.add_row(row["kpi"], f"{row['value']:.4f}", f"{row['ci_low']:.4f}", f"{row['ci_high']:.4f}")
-        console.print(table)
-        f = res["funnel"]
-        console.print(
-            f"signal funnel: {f['candidates']} AI1 candidate bars (|z| ≥ z_entry) → {f['passed_theta1']} with "
-            f"return_prob > θ1 (max return_prob {f['max_return_prob']:.3f}) → {f['vetoed_by_ai2']} vetoed by AI2 "
-            f"(risk ≥ θ2) → {f['entries']} entries"
-        )
-        adopt = res["adoption"]
-        verdict = "PASS" if adopt["passed"] else "FAIL"
-        parts = [f"{k} {v['value']:.3f} vs {v['threshold']} {'ok' if v['pass'] else 'FAIL'}"
-                 for k, v in adopt.items() if isinstance(v, dict)]
-        console.print(f"adoption rule (spec 004 §採用判定): {verdict}  — " + "; ".join(parts))
+    """Print the portfolio KPI table (value and block-bootstrap 95% CI), the per-pair table, the
+    signal funnel, drawdown events, ruin and the adoption rule on the portfolio."""
+    tag = "IN-SAMPLE  " if result.get("in_sample") else ""
+    for w in result.get("warnings", []):
+        err_console.print(f"WARNING: {w}", style="bold red", markup=False, highlight=False)
+    port = result["portfolio"]
+    n = port["n_pairs"]
+    scope = "portfolio" if n > 1 else "pair"
+    name = f"portfolio of {n} pairs" if n > 1 else next(iter(result["pairs"]))
+    table = Table(title=f"{tag}{name}  {result['period']}  θ1={port['theta1']} θ2={port['theta2']}")
+    for c in ("KPI", "value", "95% CI low", "95% CI high"):
+        table.add_column(c, justify="right" if c != "KPI" else "left")
+    for row in port["kpi_rows"]:
+        table.add_row(row["kpi"], f"{row['value']:.4f}", f"{row['ci_low']:.4f}", f"{row['ci_high']:.4f}")
+    console.print(table)
+    if n > 1:
+        pt = Table(title=f"{tag}per pair (diagnostics; KPIs on the shared capital)")
+        cols = ("pair", "trades", "net PnL USD", "ann. return", "Sharpe", "MaxDD", "win rate", "halt rate", "adoption")
+        for c in cols:
+            pt.add_column(c, justify="left" if c == "pair" else "right")
+        for pid, res in result["pairs"].items():
+            k = {r["kpi"]: r["value"] for r in res["kpi_rows"]}
+            pt.add_row(pid, str(res["trades"]), f"{res['total_pnl']:,.2f}", f"{k['ann_return']:.4f}",
+                       f"{k['sharpe']:.3f}", f"{k['max_dd']:.4f}", f"{k['win_rate']:.3f}", f"{k['halt_rate']:.3f}",
+                       "PASS" if res["adoption"]["passed"] else "FAIL")
+        console.print(pt)
+    events = port["dd_events"]
+    if events:
+        for ev in events:
+            console.print(f"drawdown event: {ev['level']} ({ev['threshold']:.0%}) breached {ev['breach_ts']}, trough "
+                          f"{ev['trough_dd']:.2%} at {ev['trough_ts']}, recovered {ev['recovered_ts'] or 'no'}")
+    else:
+        console.print("drawdown events: none reached a dd_policy level")
+    console.print(f"ruin: {port['ruin']} (equity ≤ 0)" if port["ruin"] else "ruin: none")
+    _print_funnel_adoption(port, scope)
     console.print(f"outputs: {result['out']}")
     console.print(f"report: {result['report']}")
 
@@ -157,7 +206,7 @@ def print_kpis(result: dict[str, Any]) -> None:
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Working folder")] = Path("demo_out"),
 ) -> None:
-    """The main job on the shipped real data: ingest XAUUSD/XAGUSD 1h → bt train (2018-04:2023-12)
+    """The main job on the shipped real data: ingest XAUUSD/XAGUSD 1h → bt train (2018-04:2023-12-29)
     → bt run (2024-01:2026-05), then print the KPI table and the report path."""
     from pairdesk.research.pipeline import run_backtest_cli, run_ingest, run_train
 
@@ -169,12 +218,14 @@ def demo(
                                        universe=universe))
     for line in report.lines():
         console.print(line, markup=False, highlight=False)
-    console.print("[bold]2/3 bt train[/bold] --period 2018-04:2023-12")
+    # training ends 2023-12-29 so that 2024-01 lies outside the training period widened by M = 48 bars
+    console.print("[bold]2/3 bt train[/bold] --period 2018-04:2023-12-29")
     with _progress() as prog:
-        summary = _guard(lambda: run_train(universe=universe, period="2018-04:2023-12", timeframe="1h", store=store,
+        summary = _guard(lambda: run_train(universe=universe, period="2018-04:2023-12-29", timeframe="1h", store=store,
                                            out=models, pair_ids=None, cost=CONFIG_DIR / "cost_table.yaml",
                                            progress=_Bars(prog)))
     console.print(summary)
+    _warn_infeasible(summary)
     console.print("[bold]3/3 bt run[/bold] --period 2024-01:2026-05")
     result = _guard(lambda: run_backtest_cli(universe=universe, period="2024-01:2026-05", timeframe="1h",
                                              model_dir=models, cost=CONFIG_DIR / "cost_table.yaml", store=store,
