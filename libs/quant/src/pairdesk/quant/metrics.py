@@ -7,16 +7,21 @@ Definitions (the choices where the spec is ambiguous are marked *choice*):
   **open** time ``ts_utc`` (the equity of a bar is marked at its close, so the value for date D is
   the equity at the end of D). Only dates that have bars appear (trading days; no calendar
   fill). The spec: "エクイティカーブは対象足で作成し日次に再集計して Sharpe/MaxDD を算出".
-* **Daily returns**: ``r_d = E_d / E_{d−1} − 1`` with ``E_{−1}`` = the initial capital (the first
-  day's return is measured from the starting equity).
-* **Annualised return**: compound ``(E_end/E_0)^(365.25/days) − 1`` (−1 when ``E_end <= 0``) and
-  simple ``(E_end/E_0 − 1) · 365.25/days``, ``days`` the calendar span of the data
+* **Daily returns** (*choice*: sizes never compound, every trade is sized on the initial capital
+  ``E_0``): ``r_d = (E_d − E_{d−1}) / E_0`` with ``E_{−1} = E_0``. Unlike ``E_d/E_{d−1} − 1`` this
+  stays finite and keeps its sign when equity approaches or crosses zero (a ruined run has a
+  negative Sharpe).
+* **Annualised return** ``ann_return = mean(r) · P`` (``P`` = ``periods_per_year``, the daily
+  observations per year), the arithmetic annualisation consistent with the Sharpe ratio;
+  ``ann_return_simple = (E_end/E_0 − 1) · 365.25/days``, ``days`` the calendar span of the data
   ``(last bar close − first bar open)`` in days.
-* **Sharpe**: ``mean(r) / std(r, ddof=1) · √252`` over daily returns, risk-free rate 0
+* **Sharpe**: ``mean(r) / std(r, ddof=1) · √P`` over daily returns, risk-free rate 0
   (``periods_per_year`` = backtest_policy ``kpi.periods_per_year_daily``); NaN with fewer than
   2 returns or zero dispersion.
-* **MaxDD**: ``max_d (1 − E_d / max(E_0, E_1..E_d))`` on daily equity, a positive fraction.
-* **Calmar** = compound annualised return / MaxDD (NaN when MaxDD = 0).
+* **MaxDD** (*choice*, in units of ``E_0``): ``max_d (peak_d − E_d) / E_0`` with ``peak_d =
+  max(E_0, E_1..E_d)`` on daily equity, a positive fraction (the largest loss from a peak as a
+  share of the capital the sizes are based on; finite when equity is ≤ 0).
+* **Calmar** = ``ann_return`` / MaxDD (NaN when MaxDD = 0).
 * **E/trade** = mean ``return_on_capital`` of the trades; **win rate** = share of trades with
   net PnL > 0; **PnL σ** = ``std(trade PnL, ddof=1)`` in USD; **trades/yr** = ``n · 365.25/days``.
 * **Monthly win rate**: share of calendar months (UTC, of ``ts_utc``) present in the data whose
@@ -52,6 +57,7 @@ __all__ = [
     "daily_equity",
     "daily_equity_frame",
     "daily_returns",
+    "drawdown_on_capital",
     "e_per_trade",
     "halt_rate",
     "infer_bar_ns",
@@ -139,20 +145,22 @@ def _kpi_core_nb(
     for i in range(n):
         if day_last[i]:
             e = equity[i]
-            rets[k] = e / prev - 1.0
+            rets[k] = (e - prev) / e0
             k += 1
             prev = e
             if e > peak:
                 peak = e
-            dd = 1.0 - e / peak
+            dd = (peak - e) / e0
             if dd > max_dd:
                 max_dd = dd
     sharpe = np.nan
-    if k >= 2:
+    mean = np.nan
+    if k >= 1:
         mean = 0.0
         for i in range(k):
             mean += rets[i]
         mean /= k
+    if k >= 2:
         ss = 0.0
         for i in range(k):
             ss += (rets[i] - mean) ** 2
@@ -161,7 +169,7 @@ def _kpi_core_nb(
             sharpe = mean / sd * math.sqrt(periods_per_year)
     years = days / days_per_year
     ratio = equity[n - 1] / e0
-    ann = ratio ** (1.0 / years) - 1.0 if ratio > 0.0 else -1.0
+    ann = mean * periods_per_year
     out[_K_ANN] = ann
     out[_K_ANN_S] = (ratio - 1.0) / years
     out[_K_SHARPE] = sharpe
@@ -323,16 +331,42 @@ def daily_equity(ts: npt.ArrayLike, equity: npt.ArrayLike) -> pd.Series:
 
 
 def daily_returns(ts: npt.ArrayLike, equity: npt.ArrayLike, initial_capital: float) -> pd.Series:
-    """Daily simple returns of :func:`daily_equity`, the first measured from ``initial_capital``."""
+    """Daily returns on the initial capital ``(E_d − E_{d−1}) / E_0`` of :func:`daily_equity`,
+    the first measured from ``E_{−1} = E_0`` (sizes do not compound; module docstring).
+
+    Raises
+    ------
+    ValueError
+        If ``initial_capital <= 0`` or the equity curve is invalid.
+    """
+    if not (math.isfinite(initial_capital) and initial_capital > 0):
+        raise ValueError(f"initial_capital must be > 0, got {initial_capital!r}")
     d = daily_equity(ts, equity)
     prev = np.r_[float(initial_capital), d.to_numpy()[:-1]]
-    return pd.Series(d.to_numpy() / prev - 1.0, index=d.index, name="return")
+    return pd.Series((d.to_numpy() - prev) / initial_capital, index=d.index, name="return")
+
+
+def drawdown_on_capital(equity: npt.ArrayLike, initial_capital: float) -> float:
+    """Maximum drawdown in units of the initial capital: ``max_t (peak_t − E_t) / E_0`` with
+    ``peak_t = max(E_0, E_1..E_t)`` (the KPI ``max_dd`` on daily equity; finite for any equity).
+
+    Raises
+    ------
+    ValueError
+        If ``initial_capital <= 0``.
+    """
+    if not (math.isfinite(initial_capital) and initial_capital > 0):
+        raise ValueError(f"initial_capital must be > 0, got {initial_capital!r}")
+    e = np.r_[float(initial_capital), np.asarray(equity, dtype=np.float64)]
+    peak = np.maximum.accumulate(e)
+    return float(np.max(peak - e) / initial_capital)
 
 
 def annualised_return(
     e0: float, e_end: float, days: float, *, compound: bool = True, days_per_year: float = 365.25
 ) -> float:
-    """Annualised return over ``days`` calendar days.
+    """Annualised return of the end equity over ``days`` calendar days (for reports; the KPI
+    ``ann_return`` is ``mean daily return · P``, module docstring).
 
     Compound ``(e_end/e0)^(days_per_year/days) − 1`` (−1.0 if ``e_end <= 0``); simple
     ``(e_end/e0 − 1) · days_per_year / days``.
@@ -362,7 +396,9 @@ def sharpe(returns: npt.ArrayLike, periods_per_year: float = 252.0) -> float:
 
 
 def max_drawdown(equity: npt.ArrayLike, initial_capital: float | None = None) -> float:
-    """Maximum drawdown ``max_t (1 − E_t / max_{s<=t} E_s)`` as a positive fraction.
+    """Maximum drawdown relative to the running peak ``max_t (1 − E_t / max_{s<=t} E_s)`` as a
+    positive fraction (for an equity series that compounds and stays > 0; the backtest KPI is
+    :func:`drawdown_on_capital`).
 
     Parameters
     ----------
@@ -438,6 +474,7 @@ def compute_kpis(
     initial_capital: float,
     bar_ns: int | None = None,
     params: KpiParams | None = None,
+    days: float | None = None,
 ) -> dict[str, float]:
     """All spec KPIs of a per-bar equity curve and its trades.
 
@@ -457,12 +494,15 @@ def compute_kpis(
         Bar length in ns; inferred by :func:`infer_bar_ns` when omitted.
     params : KpiParams, optional
         Annualisation conventions.
+    days : float, optional
+        Calendar span (days) for ``ann_return_simple`` and ``trades_per_year``; default
+        ``(last ts + bar_ns − first ts)``.
 
     Returns
     -------
     dict
-        Keys of ``KPI_NAMES``: ``ann_return`` (compound), ``ann_return_simple``, ``sharpe``,
-        ``max_dd`` (fraction), ``calmar``, ``e_per_trade``, ``trades_per_year``, ``win_rate``,
+        Keys of ``KPI_NAMES``: ``ann_return`` (mean daily return × P), ``ann_return_simple``,
+        ``sharpe``, ``max_dd`` (fraction of ``E_0``), ``calmar``, ``e_per_trade``, ``trades_per_year``, ``win_rate``,
         ``monthly_win_rate``, ``pnl_sigma`` (USD), ``trades`` (count, float). Undefined values
         are NaN.
 
@@ -479,15 +519,18 @@ def compute_kpis(
     roc = _f64(trade_returns)
     if pnl.shape != roc.shape:
         raise ValueError("trade_pnl and trade_returns must have the same length")
-    b = infer_bar_ns(t) if bar_ns is None else int(bar_ns)
-    days = float(t[-1] + b - t[0]) / _NS_PER_DAY
+    if days is None:
+        b = infer_bar_ns(t) if bar_ns is None else int(bar_ns)
+        days = float(t[-1] + b - t[0]) / _NS_PER_DAY
+    if not days > 0:
+        raise ValueError(f"days must be > 0, got {days!r}")
     out = np.empty(len(KPI_NAMES))
     _kpi_core_nb(
         e,
         _period_last(t, "D"),
         _period_last(t, "M"),
         float(initial_capital),
-        days,
+        float(days),
         float(p.periods_per_year),
         float(p.days_per_year),
         *_trade_stats_nb(pnl, roc),
@@ -536,7 +579,9 @@ def daily_equity_frame(
     ts, equity : array_like, shape (n,)
         Bar open times and per-bar equity, as in :func:`daily_equity`.
     initial_capital : float, optional
-        Starting equity, included as the first running peak of the drawdown.
+        Starting equity ``E_0``: included as the first running peak, and the drawdown is then in
+        units of ``E_0`` (``(peak − E) / E_0``, the ``max_dd`` KPI convention). Without it the
+        drawdown is relative to the running peak (``1 − E / peak``).
 
     Returns
     -------
@@ -546,7 +591,10 @@ def daily_equity_frame(
     """
     d = daily_equity(ts, equity)
     e = d.to_numpy()
-    peak = np.maximum.accumulate(e if initial_capital is None else np.r_[initial_capital, e])
-    if initial_capital is not None:
-        peak = peak[1:]
-    return pd.DataFrame({"date": list(d.index), "equity": e, "dd": 1.0 - e / peak})
+    if initial_capital is None:
+        peak = np.maximum.accumulate(e)
+        dd = 1.0 - e / peak
+    else:
+        peak = np.maximum.accumulate(np.r_[initial_capital, e])[1:]
+        dd = (peak - e) / float(initial_capital)
+    return pd.DataFrame({"date": list(d.index), "equity": e, "dd": dd})
