@@ -1,4 +1,8 @@
-"""Incremental features v1 (PairFeatureState) == batch compute_features, bar by bar."""
+"""Incremental features v1 (PairFeatureState) == batch compute_features, bar by bar.
+
+Both hedge-ratio methods (rolling OLS and Kalman) run the same kernel in both paths, so the rows
+must agree to the last bit (and at least to 1e-9, the contract).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,14 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pairdesk.quant.features import FEATURE_COLUMNS, FeatureParams, align_pair, compute_features
+from pairdesk.quant.features import (
+    FEATURE_COLUMNS,
+    OUTPUT_COLUMNS,
+    FeatureParams,
+    HedgeRatioParams,
+    align_pair,
+    compute_features,
+)
 from pairdesk.quant.incremental import PairFeatureState
 
 OHLC = ["open", "high", "low", "close"]
@@ -20,7 +31,7 @@ def _feed(state: PairFeatureState, a: pd.DataFrame, b: pd.DataFrame) -> np.ndarr
     arr_b = b[OHLC].to_numpy()
     ts = a.index
     return np.array(
-        [state.update_array(ts[i], tuple(arr_a[i]), tuple(arr_b[i])) for i in range(len(a))]
+        [state.update_output_array(ts[i], tuple(arr_a[i]), tuple(arr_b[i])) for i in range(len(a))]
     )
 
 
@@ -39,13 +50,20 @@ def _walk(n: int, seed: int, vol: float, corr: float) -> tuple[pd.DataFrame, pd.
     return legs[0], legs[1]
 
 
-def test_batch_equals_incremental_real_2024(metals_2024: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+@pytest.mark.parametrize("method", ["rolling_ols", "kalman"])
+def test_batch_equals_incremental_real_2024(
+    method: str, metals_2024: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
     a, b = align_pair(*metals_2024)
-    batch = compute_features(a, b).to_numpy()
-    state = PairFeatureState()
+    p = FeatureParams(hedge_ratio=HedgeRatioParams(method=method))
+    batch = compute_features(a, b, p).to_numpy()
+    state = PairFeatureState(p)
     inc = _feed(state, a, b)
     assert state.n_bars == len(a)
-    assert state.huber_windows > 0  # the robust branch is exercised on this slice
+    if method == "rolling_ols":
+        assert state.huber_windows > 0  # the robust branch is exercised on this slice
+    else:
+        assert state.huber_windows == 0  # no window beta under the Kalman filter
     assert np.array_equal(np.isnan(inc), np.isnan(batch))
     np.testing.assert_allclose(inc, batch, rtol=0, atol=1e-9)
     assert np.array_equal(inc, batch, equal_nan=True)  # same kernel: bit-identical in fact
@@ -58,9 +76,9 @@ def test_update_returns_named_dict(metals_2024: tuple[pd.DataFrame, pd.DataFrame
     state = PairFeatureState()
     for i, ts in enumerate(a.index):
         row = state.update(ts, tuple(a[OHLC].iloc[i]), tuple(b[OHLC].iloc[i]))
-        assert tuple(row) == FEATURE_COLUMNS
+        assert tuple(row) == OUTPUT_COLUMNS
         assert all(isinstance(v, float) for v in row.values())
-        if i < 377:
+        if i < FeatureParams().warmup_bars:
             assert all(math.isnan(v) for v in row.values())
         assert state.n_bars == i + 1
     assert row == batch.iloc[-1].to_dict()
@@ -78,9 +96,11 @@ def test_int_and_timestamp_inputs_agree(metals_2024: tuple[pd.DataFrame, pd.Data
         ts = a.index[i]
         bar_a = tuple(float(v) for v in a[OHLC].iloc[i])
         bar_b = tuple(float(v) for v in b[OHLC].iloc[i])
-        r1 = s1.update_array(ts, bar_a, bar_b)
+        r1 = s1.update_output_array(ts, bar_a, bar_b)  # type: ignore[arg-type]
         r2 = s2.update_array(int(ts.value), list(bar_a), np.array(bar_b))  # type: ignore[arg-type]
-        assert np.array_equal(r1, r2, equal_nan=True)
+        assert r1.shape == (len(OUTPUT_COLUMNS),)
+        assert r2.shape == (len(FEATURE_COLUMNS),)
+        assert np.array_equal(r1[: len(FEATURE_COLUMNS)], r2, equal_nan=True)
     assert s1.params is p
 
 
@@ -97,15 +117,17 @@ def test_int_and_timestamp_inputs_agree(metals_2024: tuple[pd.DataFrame, pd.Data
     wmed=st.integers(1, 9),
     nrsi=st.integers(1, 5),
     extra=st.integers(-3, 40),
+    method=st.sampled_from(["rolling_ols", "kalman"]),
 )
 def test_batch_equals_incremental_random_walks(
     seed: int, vol: float, corr: float, wb: int, wz: int, wr: int, ws: int, natr: int, wmed: int,
-    nrsi: int, extra: int,
+    nrsi: int, extra: int, method: str,
 ) -> None:  # fmt: skip
     p = FeatureParams(
         beta_window_bars=wb, z_window_bars=wz, rho_window_bars=wr, slope_window_bars=ws,
         atr_period=natr, atr_baseline_median_bars=wmed, rsi_period=nrsi,
         beta_ema_half_life=5.0, z_ema_half_life=3.0, ema_fast_span=3, ema_slow_span=7,
+        hedge_ratio=HedgeRatioParams(method=method, kalman_delta=1e-3),
     )  # fmt: skip
     n = max(p.warmup_bars + 1 + extra, 1)
     a, b = _walk(n, seed, vol, corr)
@@ -150,7 +172,7 @@ def test_errors_leave_state_unchanged(metals_2024: tuple[pd.DataFrame, pd.DataFr
             ):
                 state.update(ts, (1.0, 2.0, None, 1.5), tuple(arr_b[i]))  # type: ignore[arg-type]
             assert state.n_bars == 390
-        rows.append(state.update_array(ts, tuple(arr_a[i]), tuple(arr_b[i])))
+        rows.append(state.update_output_array(ts, tuple(arr_a[i]), tuple(arr_b[i])))
     assert np.array_equal(np.array(rows), batch, equal_nan=True)
 
 
@@ -174,7 +196,7 @@ def test_crypto_incremental_tail(crypto_2025: tuple[pd.DataFrame, pd.DataFrame])
     batch = compute_features(a, b).to_numpy()
     inc = _feed(PairFeatureState(), a, b)
     assert np.array_equal(inc, batch, equal_nan=True)
-    assert np.isfinite(inc[377:]).all()
+    assert np.isfinite(inc[FeatureParams().warmup_bars :]).all()
 
 
 def test_degenerate_inputs_batch_equals_incremental() -> None:

@@ -106,7 +106,11 @@ IP_NRSI = 6  # Wilder RSI period
 IP_MAXIT = 7  # Huber IRLS maxiter (statsmodels semantics)
 IP_C = 8  # ring capacity: a power of two >= longest window + 2
 IP_WARM = 9  # warm-up bars: rows with bar index < this are all-NaN
-N_IP = 10
+IP_METHOD = 10  # hedge ratio: METHOD_OLS or METHOD_KALMAN
+N_IP = 11
+
+METHOD_OLS = 0  # rolling OLS/Huber window beta, EMA-smoothed
+METHOD_KALMAN = 1  # Kalman filter on (alpha, beta), random-walk state
 
 # ---- float parameters (fp)
 FP_ABETA = 0  # EMA alpha for beta
@@ -120,12 +124,14 @@ FP_AFAST = 7
 FP_ASLOW = 8
 FP_HTOL = 9  # Huber IRLS tolerance on the deviance
 FP_BEPS = 10  # epsilon in beta_stability denominator
-N_FP = 11
+FP_KQ = 11  # Kalman: state noise variance per unit observation variance, delta / (1 - delta)
+FP_KVE = 12  # Kalman: observation variance (NaN = the OLS residual variance of the first window)
+N_FP = 13
 
 # ---- int state (si)
 SI_NBARS = 0
 SI_NRET = 1  # log returns pushed
-SI_NS = 2  # spread values pushed (== smoothed beta values pushed)
+SI_NS = 2  # hedged-spread values pushed (== hedge-ratio values pushed)
 SI_NZ = 3  # z values pushed
 SI_NRHO = 4  # rho values pushed
 SI_NTR = 5  # leg true ranges seen
@@ -149,7 +155,13 @@ SF_ATRS = 10
 SF_RSIG = 11
 SF_RSIL = 12
 SF_EMED = 13  # guess of the OLS residual median (NaN = none yet)
-N_SF = 14
+SF_H = 14  # hedged spread H (sum of hedged returns since the first hedge ratio)
+SF_KA = 15  # Kalman state: intercept alpha
+SF_KP11 = 16  # Kalman state covariance (alpha, alpha)
+SF_KP12 = 17  # (alpha, beta)
+SF_KP22 = 18  # (beta, beta)
+SF_KVE = 19  # Kalman observation variance in use
+N_SF = 20
 
 # ---- rings (rb rows)
 R_PA = 0
@@ -157,23 +169,26 @@ R_PB = 1
 R_RA = 2
 R_RB = 3
 R_BETA = 4
-R_S = 5
+R_H = 5  # hedged spread H
 R_Z = 6
 R_RHO = 7
 R_ATRA = 8
 R_ATRB = 9
 R_ATRS = 10
-R_DS = 11  # spread changes dS_t (y of the half-life regression)
-N_RINGS = 12
+N_RINGS = 11
 
 # ---- rolling-moment accumulators (af / ai rows); single series use y == 0
 M_RHO = 0  # (r_A, r_B) over W_r log returns
 M_BETA = 1  # (p_B, p_A) over W_b bars: x = p_B, y = p_A
-M_HL = 2  # (S_{t-1}, dS_t) over W_z pairs
+M_LP = 2  # (p_B,u-1, p_A,u-1) over the W_z half-life pairs (lagged log prices)
 M_CST = 3  # rho over W_r values (NaN-aware)
-M_BST = 4  # smoothed beta over W_b values
-M_Z = 5  # S over W_z values
-N_M = 6
+M_BST = 4  # hedge ratio over W_b values
+M_PZ = 5  # (p_B, p_A) over W_z bars: the z window
+M_LAA = 6  # (p_A,u-1, r_A,u) over W_z pairs
+M_LBA = 7  # (p_B,u-1, r_A,u)
+M_LAB = 8  # (p_A,u-1, r_B,u)
+M_LBB = 9  # (p_B,u-1, r_B,u)
+N_M = 10
 # af columns: shifts, shifted sums, last values pushed
 AF_CX = 0
 AF_CY = 1
@@ -225,7 +240,8 @@ O_RSI = 17
 O_ADS = 18
 O_ADZ = 19
 O_SLOPEZ = 20
-N_OUT = 21
+O_KAPPA = 21  # extra output (features.EXTRA_COLUMNS)
+N_OUT = 22
 
 #: Phi^-1(3/4): the MAD of a standard normal (statsmodels ``Gaussian.ppf(3/4)``); MAD/this = sigma.
 MAD_NORMAL_C = 0.6744897501960817
@@ -236,6 +252,9 @@ _SCREEN_BAND = 0.07
 #: Squared drift (in window standard deviations) of a window mean from its accumulator shift that
 #: triggers an exact recompute of the running sums.
 _DRIFT2 = 0.25
+#: A spread variance (under one hedge ratio) at or below this fraction of the variance scale it is
+#: computed from, ``Syy + beta^2 Sxx``, is rounding noise of the centred combination: treated as 0.
+_VAR_REL = 1e-12
 
 _U1 = np.uint64(1)
 
@@ -984,6 +1003,83 @@ def _beta_update(
     )  # fmt: skip
 
 
+@njit(**_OPTS)
+def _kalman_init(
+    af: np.ndarray,
+    ai: np.ndarray,
+    rb: np.ndarray,
+    sf: np.ndarray,
+    fp: np.ndarray,
+    nb: int,
+    cap: int,
+    wb: int,
+    pa: float,
+    pb: float,
+) -> None:
+    """Kalman hedge ratio before its start: collect the first ``wb`` bars, then initialise.
+
+    The state mean is the OLS fit ``p_A = alpha + beta p_B`` over the first ``wb`` bars, its
+    covariance the OLS coefficient covariance ``s2 (X'X)^-1`` with ``s2`` the residual variance
+    (ddof 2). The observation variance is ``fp[FP_KVE]``, or ``s2`` when that is NaN. Nothing is
+    initialised while ``p_B`` is constant or the variance in use is not positive (it retries with
+    the next window).
+    """
+    _acc_push(
+        af, ai, M_BETA, pb, pa, _last(rb, R_PB, nb, cap, wb), _last(rb, R_PA, nb, cap, wb), wb
+    )
+    if ai[M_BETA, AI_CNT] < wb:
+        return
+    if _acc_due(af, ai, M_BETA, wb):
+        st = _end(nb, cap) - wb
+        _acc_refresh(af, ai, M_BETA, rb, R_PB, st, R_PA, st, wb, True)
+    mx, my, sxx, sxy, syy = _acc_stats(af, ai, M_BETA)
+    if not sxx > 0.0:
+        return
+    b = sxy / sxx
+    s2 = max(syy - b * sxy, 0.0) / (wb - 2.0)
+    ve = fp[FP_KVE]
+    if ve != ve:  # NaN: the residual variance of the first window
+        ve = s2
+    if not ve > 0.0:
+        return
+    sf[SF_BETA] = b
+    sf[SF_KA] = my - b * mx
+    sf[SF_KP11] = s2 * (1.0 / wb + mx * mx / sxx)
+    sf[SF_KP12] = -s2 * mx / sxx
+    sf[SF_KP22] = s2 / sxx
+    sf[SF_KVE] = ve
+
+
+@njit(**_INLINE)
+def _kalman_step(sf: np.ndarray, fp: np.ndarray, pa: float, pb: float) -> float:
+    """One Kalman filter step of the hedge ratio on bar ``(p_A, p_B)``; returns ``e / sqrt(Q)``.
+
+    State ``(alpha, beta)`` is a random walk with covariance ``W = q ve I`` (``q = fp[FP_KQ] =
+    delta / (1 - delta)``), observation ``p_A = alpha + beta p_B + eps``, ``var(eps) = ve``.
+    Predict ``R = P + W``; innovation ``e = p_A - (alpha + beta p_B)`` with variance
+    ``Q = x' R x + ve``, ``x = (1, p_B)``; gain ``K = R x / Q``; update ``(alpha, beta) += K e``,
+    ``P = R - (R x)(R x)' / Q``.
+    """
+    ve = sf[SF_KVE]
+    wq = fp[FP_KQ] * ve
+    r11 = sf[SF_KP11] + wq
+    r12 = sf[SF_KP12]
+    r22 = sf[SF_KP22] + wq
+    beta = sf[SF_BETA]
+    e = pa - (sf[SF_KA] + beta * pb)
+    g1 = r11 + r12 * pb
+    g2 = r12 + r22 * pb
+    q = g1 + g2 * pb + ve
+    k1 = g1 / q
+    k2 = g2 / q
+    sf[SF_KA] += k1 * e
+    sf[SF_BETA] = beta + k2 * e
+    sf[SF_KP11] = r11 - k1 * g1
+    sf[SF_KP12] = r12 - k1 * g2
+    sf[SF_KP22] = r22 - k2 * g2
+    return e / math.sqrt(q)
+
+
 # ------------------------------------------------------------------------------ per-bar update
 @njit(**_INLINE)
 def _wilder(acc: float, x: float, k: int, period: int) -> float:
@@ -1046,6 +1142,8 @@ def update_bar(
     pb = math.log(cb)
 
     # ---- legs: log returns, true ranges, Wilder ATR and its median baseline
+    ra = 0.0
+    rb_ = 0.0
     if nb >= 1:
         ra = pa - sf[SF_PPA]
         rb_ = pb - sf[SF_PPB]
@@ -1105,37 +1203,80 @@ def update_bar(
                 out[O_ATRRB, col] = atrb / med_b if med_b > 0.0 else np.nan
     sf[SF_PCA] = ca
     sf[SF_PCB] = cb
+    pa_prev = sf[SF_PPA]
+    pb_prev = sf[SF_PPB]
     sf[SF_PPA] = pa
     sf[SF_PPB] = pb
     _push(rb, R_PA, nb, cap, pa)
     nb = _push(rb, R_PB, nb, cap, pb)
     si[SI_NBARS] = nb
 
-    # ---- raw beta over the last wb bars, EMA-smoothed (seeded with the first finite raw beta)
-    braw, hub, med = _beta_update(
-        af, ai, rb, R_PB, R_PA, _end(nb, cap),
-        pb, pa, _last(rb, R_PB, nb, cap, wb), _last(rb, R_PA, nb, cap, wb), wb,
-        sf[SF_EMED], fp[FP_HRATIO], fp[FP_HT], ip[IP_MAXIT], fp[FP_HTOL], sc,
-    )  # fmt: skip
-    sf[SF_EMED] = med
-    if hub:
-        si[SI_NHUBER] += 1
-    if braw == braw:
-        if sf[SF_BETA] == sf[SF_BETA]:
-            ab = fp[FP_ABETA]
-            sf[SF_BETA] = (1.0 - ab) * sf[SF_BETA] + ab * braw
-        else:
-            sf[SF_BETA] = braw
+    # ---- window moments of the log prices (z) and of the half-life pairs (lagged price, return)
+    _acc_push(af, ai, M_PZ, pb, pa, _last(rb, R_PB, nb, cap, wz), _last(rb, R_PA, nb, cap, wz), wz)
+    if ai[M_PZ, AI_CNT] == wz and _acc_due(af, ai, M_PZ, wz):
+        st = _end(nb, cap) - wz
+        _acc_refresh(af, ai, M_PZ, rb, R_PB, st, R_PA, st, wz, True)
+    if nb >= 2:
+        nret = si[SI_NRET]
+        olb = _last(rb, R_PB, nb, cap, wz + 1)  # lagged prices leaving the window
+        ola = _last(rb, R_PA, nb, cap, wz + 1)
+        ora = _last(rb, R_RA, nret, cap, wz)  # returns leaving the window
+        orb = _last(rb, R_RB, nret, cap, wz)
+        _acc_push(af, ai, M_LP, pb_prev, pa_prev, olb, ola, wz)
+        _acc_push(af, ai, M_LAA, pa_prev, ra, ola, ora, wz)
+        _acc_push(af, ai, M_LBA, pb_prev, ra, olb, ora, wz)
+        _acc_push(af, ai, M_LAB, pa_prev, rb_, ola, orb, wz)
+        _acc_push(af, ai, M_LBB, pb_prev, rb_, olb, orb, wz)
+        if nret >= wz:
+            stp = _end(nb, cap) - 1 - wz  # lagged prices p_{u-1}
+            str_ = _end(nret, cap) - wz  # returns r_u
+            if _acc_due(af, ai, M_LP, wz):
+                _acc_refresh(af, ai, M_LP, rb, R_PB, stp, R_PA, stp, wz, True)
+            if _acc_due(af, ai, M_LAA, wz):
+                _acc_refresh(af, ai, M_LAA, rb, R_PA, stp, R_RA, str_, wz, True)
+            if _acc_due(af, ai, M_LBA, wz):
+                _acc_refresh(af, ai, M_LBA, rb, R_PB, stp, R_RA, str_, wz, True)
+            if _acc_due(af, ai, M_LAB, wz):
+                _acc_refresh(af, ai, M_LAB, rb, R_PA, stp, R_RB, str_, wz, True)
+            if _acc_due(af, ai, M_LBB, wz):
+                _acc_refresh(af, ai, M_LBB, rb, R_PB, stp, R_RB, str_, wz, True)
+
+    # ---- hedge ratio beta_t (rolling OLS/Huber + EMA, or Kalman filter)
+    beta_prev = sf[SF_BETA]
+    z_kf = np.nan
+    if ip[IP_METHOD] == METHOD_OLS:
+        braw, hub, med = _beta_update(
+            af, ai, rb, R_PB, R_PA, _end(nb, cap),
+            pb, pa, _last(rb, R_PB, nb, cap, wb), _last(rb, R_PA, nb, cap, wb), wb,
+            sf[SF_EMED], fp[FP_HRATIO], fp[FP_HT], ip[IP_MAXIT], fp[FP_HTOL], sc,
+        )  # fmt: skip
+        sf[SF_EMED] = med
+        if hub:
+            si[SI_NHUBER] += 1
+        if braw == braw:
+            if beta_prev == beta_prev:
+                ab = fp[FP_ABETA]
+                sf[SF_BETA] = (1.0 - ab) * beta_prev + ab * braw
+            else:
+                sf[SF_BETA] = braw
+    elif beta_prev == beta_prev:
+        z_kf = _kalman_step(sf, fp, pa, pb)
+    else:
+        _kalman_init(af, ai, rb, sf, fp, nb, cap, wb, pa, pb)
     beta = sf[SF_BETA]
     if beta == beta:
         out[O_BETA, col] = beta
-        s = pa - beta * pb
-        out[O_SPREAD, col] = s
+        out[O_SPREAD, col] = pa - beta * pb
+        # hedged spread: H = 0 at the first hedge ratio, then H_t = H_{t-1} + r_A - beta_{t-1} r_B
+        hedged = beta_prev == beta_prev
+        h = ra - beta_prev * rb_ if hedged else 0.0
+        hs = sf[SF_H] + h if hedged else 0.0
+        sf[SF_H] = hs
         ns = si[SI_NS]
         _push(rb, R_BETA, ns, cap, beta)
-        ns = _push(rb, R_S, ns, cap, s)
+        ns = _push(rb, R_H, ns, cap, hs)
         si[SI_NS] = ns
-        # beta_stability over wb smoothed betas
+        # beta_stability over wb hedge ratios
         _acc_push(af, ai, M_BST, beta, 0.0, _last(rb, R_BETA, ns, cap, wb), 0.0, wb)
         if ns >= wb:
             if _acc_due(af, ai, M_BST, wb):
@@ -1143,21 +1284,19 @@ def update_bar(
                 _acc_refresh(af, ai, M_BST, rb, R_BETA, st, R_BETA, st, wb, False)
             m, _my, css, _sxy, _syy = _acc_stats(af, ai, M_BST)
             out[O_BSTAB, col] = math.sqrt(css / (wb - 1)) / (abs(m) + fp[FP_BEPS])
-        # EMA fast/slow of S (MACD convention, seeded with the first S)
+        # EMA fast/slow of H (MACD convention, seeded with the first H)
         if ns == 1:
-            sf[SF_EMAF] = s
-            sf[SF_EMAS] = s
+            sf[SF_EMAF] = hs
+            sf[SF_EMAS] = hs
         else:
             a_fast = fp[FP_AFAST]
             a_slow = fp[FP_ASLOW]
-            sf[SF_EMAF] = (1.0 - a_fast) * sf[SF_EMAF] + a_fast * s
-            sf[SF_EMAS] = (1.0 - a_slow) * sf[SF_EMAS] + a_slow * s
+            sf[SF_EMAF] = (1.0 - a_fast) * sf[SF_EMAF] + a_fast * hs
+            sf[SF_EMAS] = (1.0 - a_slow) * sf[SF_EMAS] + a_slow * hs
         out[O_EMAGAP, col] = sf[SF_EMAF] - sf[SF_EMAS]
-        # |dS|, spread ATR (close-only TR = |dS|) and RSI, both Wilder
-        if ns >= 2:
-            s_prev = _last(rb, R_S, ns, cap, 1)
-            ds = s - s_prev
-            tr = abs(ds)
+        # |h|, spread ATR (close-only TR = |h|) and RSI on h, both Wilder
+        if hedged:
+            tr = abs(h)
             out[O_ADS, col] = tr
             nds = ns - 1
             sf[SF_ATRS] = _wilder(sf[SF_ATRS], tr, nds, natr)
@@ -1173,41 +1312,51 @@ def update_bar(
                 if cnt >= wmed:
                     med_s = _sorted_median(sw, 2, wmed)
                     out[O_VOLR, col] = atrs / med_s if med_s > 0.0 else np.nan
-            sf[SF_RSIG] = _wilder(sf[SF_RSIG], ds if ds > 0.0 else 0.0, nds, nrsi)
-            sf[SF_RSIL] = _wilder(sf[SF_RSIL], -ds if ds < 0.0 else 0.0, nds, nrsi)
+            sf[SF_RSIG] = _wilder(sf[SF_RSIG], h if h > 0.0 else 0.0, nds, nrsi)
+            sf[SF_RSIL] = _wilder(sf[SF_RSIL], -h if h < 0.0 else 0.0, nds, nrsi)
             if nds >= nrsi:
                 avl = sf[SF_RSIL]
                 if avl > 0.0:
                     out[O_RSI, col] = 100.0 - 100.0 / (1.0 + sf[SF_RSIG] / avl)
                 else:
                     out[O_RSI, col] = 100.0
-            # half-life: OLS dS_t = a + b S_{t-1} over the last wz pairs (S_{t-1}, dS_t)
-            _push(rb, R_DS, nds - 1, cap, ds)
-            _acc_push(
-                af, ai, M_HL, s_prev, ds,
-                _last(rb, R_S, ns, cap, wz + 1), _last(rb, R_DS, nds, cap, wz), wz,
-            )  # fmt: skip
-            if nds >= wz:
-                if _acc_due(af, ai, M_HL, wz):
-                    _acc_refresh(
-                        af, ai, M_HL, rb,
-                        R_S, _end(ns, cap) - 1 - wz, R_DS, _end(nds, cap) - wz, wz, True,
-                    )  # fmt: skip
-                _mx, _my, sxx, sxy, _syy = _acc_stats(af, ai, M_HL)
-                if sxx > 0.0:
-                    hl = math.log(2.0) / abs(sxy / sxx)
-                    out[O_HL, col] = min(max(hl, fp[FP_HLLO]), fp[FP_HLHI])
-        # z over the historical spread; std_S also scales slope_spread
-        sd_s = np.nan
-        _acc_push(af, ai, M_Z, s, 0.0, _last(rb, R_S, ns, cap, wz), 0.0, wz)
-        if ns >= wz:
-            if _acc_due(af, ai, M_Z, wz):
-                st = _end(ns, cap) - wz
-                _acc_refresh(af, ai, M_Z, rb, R_S, st, R_S, st, wz, False)
-            m, _my, css, _sxy, _syy = _acc_stats(af, ai, M_Z)
-            sd_s = math.sqrt(css / (wz - 1))
-            zc = fp[FP_ZCLIP]
-            z = min(max((s - m) / sd_s, -zc), zc) if sd_s > 0.0 else np.nan
+        # half-life: OLS dx_u = a + b x_{u-1} over the last wz bars, x_u = p_A,u - beta_t p_B,u
+        if si[SI_NRET] >= wz:
+            b2 = beta * beta
+            _mx, _my, lxx, lxy, lyy = _acc_stats(af, ai, M_LP)
+            den = lyy - 2.0 * beta * lxy + b2 * lxx
+            if den > _VAR_REL * (lyy + b2 * lxx):
+                num = (
+                    _acc_stats(af, ai, M_LAA)[3]
+                    - beta * (_acc_stats(af, ai, M_LBA)[3] + _acc_stats(af, ai, M_LAB)[3])
+                    + b2 * _acc_stats(af, ai, M_LBB)[3]
+                )
+                kappa = -num / den
+                out[O_KAPPA, col] = kappa
+                hl_hi = fp[FP_HLHI]
+                hl = math.log(2.0) / kappa if kappa > 0.0 else hl_hi
+                out[O_HL, col] = min(max(hl, fp[FP_HLLO]), hl_hi)
+        # z: the spread under today's beta against its own window mean and std (rolling OLS),
+        # or the Kalman innovation over its predicted std; sd_x also scales slope_spread
+        sd_x = np.nan
+        if ai[M_PZ, AI_CNT] == wz:
+            mb, ma, sbb, sab, saa = _acc_stats(af, ai, M_PZ)
+            b2 = beta * beta
+            var_x = saa - 2.0 * beta * sab + b2 * sbb
+            if var_x > _VAR_REL * (saa + b2 * sbb):
+                sd_x = math.sqrt(var_x / (wz - 1))
+        zc = fp[FP_ZCLIP]
+        has_z = False
+        z = np.nan
+        if ip[IP_METHOD] == METHOD_OLS:
+            if ai[M_PZ, AI_CNT] == wz:
+                has_z = True
+                if sd_x == sd_x:
+                    z = min(max(((pa - ma) - beta * (pb - mb)) / sd_x, -zc), zc)
+        elif hedged:
+            has_z = True
+            z = min(max(z_kf, -zc), zc)
+        if has_z:
             out[O_Z, col] = z
             nz = _push(rb, R_Z, si[SI_NZ], cap, z)
             si[SI_NZ] = nz
@@ -1224,9 +1373,8 @@ def update_bar(
                 out[O_ADZ, col] = abs(dz)
             if nz >= ws:
                 out[O_SLOPEZ, col] = _slope_index(rb, R_Z, _end(nz, cap) - ws, ws)
-        if ns >= ws and sd_s > 0.0:
-            out[O_SLOPES, col] = _slope_index(rb, R_S, _end(ns, cap) - ws, ws) / sd_s
-
+        if ns >= ws and sd_x == sd_x:
+            out[O_SLOPES, col] = _slope_index(rb, R_H, _end(ns, cap) - ws, ws) / sd_x
     if nb <= ip[IP_WARM]:
         for k in range(N_OUT):
             out[k, col] = np.nan

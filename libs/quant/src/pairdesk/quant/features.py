@@ -84,8 +84,12 @@ import pandas as pd
 from pairdesk.quant import _feature_kernels as _k
 
 __all__ = [
+    "EXTRA_COLUMNS",
     "FEATURE_COLUMNS",
+    "HEDGE_RATIO_METHODS",
+    "OUTPUT_COLUMNS",
     "FeatureParams",
+    "HedgeRatioParams",
     "align_pair",
     "compute_features",
     "rolling_beta_raw",
@@ -115,8 +119,95 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "slope_z",
 )
 
+#: Outputs beyond the spec's 21 features, appended after them: ``kappa`` (mean-reversion speed per
+#: bar of the spread under today's hedge ratio; ``half_life = ln 2 / kappa``). Not a model input.
+EXTRA_COLUMNS: tuple[str, ...] = ("kappa",)
+
+#: Columns of :func:`compute_features`: the 21 :data:`FEATURE_COLUMNS`, then :data:`EXTRA_COLUMNS`.
+OUTPUT_COLUMNS: tuple[str, ...] = FEATURE_COLUMNS + EXTRA_COLUMNS
+
+#: Hedge-ratio estimators selectable by ``features.hedge_ratio.method``.
+HEDGE_RATIO_METHODS: tuple[str, ...] = ("rolling_ols", "kalman")
+
 _OHLC = ("open", "high", "low", "close")
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "UTC+00:00", "Z", "Etc/UCT", "UCT", "Universal", "Zulu"})
+
+
+@dataclass(frozen=True)
+class HedgeRatioParams:
+    """Hedge-ratio estimator (``config/pipeline_policy.yaml`` ``features.hedge_ratio``).
+
+    Attributes
+    ----------
+    method : {"rolling_ols", "kalman"}
+        ``rolling_ols`` (spec 004 default): window OLS/Huber beta over ``beta_window_bars``,
+        EMA-smoothed. ``kalman``: Kalman filter on the random-walk state ``(alpha, beta)``.
+    kalman_delta : float
+        State-noise ratio ``delta`` in ``(0, 1)``: the state covariance per bar is
+        ``delta / (1 - delta) * obs_var * I``. Default 1e-4.
+    kalman_obs_var : float or None
+        Observation variance (log-price units squared, > 0). None (default): the OLS residual
+        variance of the first ``beta_window_bars`` bars (ddof 2), fixed thereafter.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, ``delta`` outside ``(0, 1)``, non-positive or non-finite ``obs_var``.
+
+    References
+    ----------
+    ``docs/quant-contracts.md`` §Features v1, "Hedge ratio: rolling OLS vs Kalman".
+    """
+
+    method: str = "rolling_ols"
+    kalman_delta: float = 1e-4
+    kalman_obs_var: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in HEDGE_RATIO_METHODS:
+            raise ValueError(
+                f"hedge_ratio.method must be one of {', '.join(HEDGE_RATIO_METHODS)}, "
+                f"got {self.method!r}"
+            )
+        d = self.kalman_delta
+        if isinstance(d, bool) or not isinstance(d, int | float | np.integer | np.floating):
+            raise ValueError(f"hedge_ratio.kalman.delta must be a number, got {d!r}")
+        if not 0.0 < float(d) < 1.0:
+            raise ValueError(f"hedge_ratio.kalman.delta must be in (0, 1), got {d!r}")
+        object.__setattr__(self, "kalman_delta", float(d))
+        v = self.kalman_obs_var
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise ValueError(f"hedge_ratio.kalman.obs_var must be a number or null, got {v!r}")
+            if not (math.isfinite(float(v)) and float(v) > 0.0):
+                raise ValueError(f"hedge_ratio.kalman.obs_var must be finite and > 0, got {v!r}")
+            object.__setattr__(self, "kalman_obs_var", float(v))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> HedgeRatioParams:
+        """Build from the YAML form ``{method: ..., kalman: {delta: ..., obs_var: ...}}``.
+
+        Raises
+        ------
+        ValueError
+            Unknown keys, or values rejected by the constructor.
+        """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"hedge_ratio must be a mapping, got {type(values).__name__}")
+        unknown = sorted(set(values) - {"method", "kalman"})
+        if unknown:
+            raise ValueError(f"unknown hedge_ratio key(s): {', '.join(map(str, unknown))}")
+        kal = values.get("kalman") or {}
+        if not isinstance(kal, Mapping):
+            raise ValueError(f"hedge_ratio.kalman must be a mapping, got {type(kal).__name__}")
+        unknown = sorted(set(kal) - {"delta", "obs_var"})
+        if unknown:
+            raise ValueError(f"unknown hedge_ratio.kalman key(s): {', '.join(map(str, unknown))}")
+        return cls(
+            method=values.get("method", "rolling_ols"),
+            kalman_delta=kal.get("delta", 1e-4),
+            kalman_obs_var=kal.get("obs_var"),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +250,9 @@ class FeatureParams:
         IRLS tolerance on the change of the deviance (statsmodels ``conv='dev'``). Default 1e-8.
     beta_stability_eps : float
         Added to ``|mean(beta)|`` in ``beta_stability``'s denominator. Spec 004: 1e-6.
+    hedge_ratio : HedgeRatioParams
+        Hedge-ratio estimator (rolling OLS by default, or Kalman). A mapping in the YAML form
+        ``{method: ..., kalman: {delta: ..., obs_var: ...}}`` is accepted and converted.
 
     Raises
     ------
@@ -184,8 +278,16 @@ class FeatureParams:
     huber_maxiter: int = 50
     huber_tol: float = 1e-8
     beta_stability_eps: float = 1e-6
+    hedge_ratio: HedgeRatioParams = HedgeRatioParams()
 
     def __post_init__(self) -> None:
+        if isinstance(self.hedge_ratio, Mapping):
+            object.__setattr__(self, "hedge_ratio", HedgeRatioParams.from_mapping(self.hedge_ratio))
+        elif not isinstance(self.hedge_ratio, HedgeRatioParams):
+            raise ValueError(
+                "FeatureParams.hedge_ratio must be a HedgeRatioParams or a mapping, got "
+                f"{type(self.hedge_ratio).__name__}"
+            )
         ints = {
             "beta_window_bars": (self.beta_window_bars, 3),
             "z_window_bars": (self.z_window_bars, 3),
@@ -256,22 +358,25 @@ class FeatureParams:
                 value = float(value)
             elif isinstance(default, tuple):
                 value = tuple(float(v) for v in value)
+            elif isinstance(default, HedgeRatioParams) and isinstance(value, Mapping):
+                value = HedgeRatioParams.from_mapping(value)
             kwargs[key] = value
         return cls(**kwargs)
 
     @property
     def warmup_bars(self) -> int:
-        """Index of the first row where every feature is defined (377 with the defaults).
+        """Index of the first row where every feature is defined (372 with the defaults).
 
         Bars are counted over the common (aligned) timestamps. Rows ``0 .. warmup_bars - 1`` are NaN.
         """
-        b0 = self.beta_window_bars - 1  # first raw beta, smoothed beta and spread
-        t_z = b0 + self.z_window_bars - 1  # first z
+        b0 = self.beta_window_bars - 1  # first hedge ratio, spread and hedged spread H
+        t_sd = max(b0, self.z_window_bars - 1)  # first window std of the spread under beta_t
+        t_z = b0 + 1 if self.hedge_ratio.method == "kalman" else t_sd  # first z
         starts = (
             t_z + 1,  # delta_z, abs_delta_z
             t_z + self.slope_window_bars - 1,  # slope_z
-            b0 + max(self.slope_window_bars, self.z_window_bars) - 1,  # slope_spread
-            b0 + self.z_window_bars,  # half_life
+            max(b0 + self.slope_window_bars - 1, t_sd),  # slope_spread
+            max(b0, self.z_window_bars),  # half_life, kappa
             b0 + self.atr_period + self.atr_baseline_median_bars - 1,  # vol_ratio_spread
             b0 + self.rsi_period,  # rsi_spread
             b0 + self.beta_window_bars - 1,  # beta_stability
@@ -300,6 +405,8 @@ class FeatureParams:
         )
         ip[_k.IP_C] = 1 << (longest + 1).bit_length()  # power of two >= longest + 2
         ip[_k.IP_WARM] = self.warmup_bars
+        kalman = self.hedge_ratio.method == "kalman"
+        ip[_k.IP_METHOD] = _k.METHOD_KALMAN if kalman else _k.METHOD_OLS
         fp = np.zeros(_k.N_FP, dtype=np.float64)
         fp[_k.FP_ABETA] = -math.expm1(-math.log(2.0) / self.beta_ema_half_life)
         fp[_k.FP_HRATIO] = self.huber_mad_ratio
@@ -312,6 +419,10 @@ class FeatureParams:
         fp[_k.FP_ASLOW] = 2.0 / (self.ema_slow_span + 1.0)
         fp[_k.FP_HTOL] = self.huber_tol
         fp[_k.FP_BEPS] = self.beta_stability_eps
+        delta = self.hedge_ratio.kalman_delta
+        fp[_k.FP_KQ] = delta / (1.0 - delta)
+        obs_var = self.hedge_ratio.kalman_obs_var
+        fp[_k.FP_KVE] = math.nan if obs_var is None else obs_var
         return ip, fp
 
 
@@ -459,7 +570,7 @@ def compute_features(
     bad = _k.run_bars(ip, fp, *state, arr_a, arr_b, out)
     if bad >= 0:  # unreachable after validation; kept so a kernel refusal can never pass silently
         raise ValueError(f"invalid price at common bar {bad} ({index[bad]})")
-    return pd.DataFrame(out.T, index=index, columns=list(FEATURE_COLUMNS), copy=False)
+    return pd.DataFrame(out.T, index=index, columns=list(OUTPUT_COLUMNS), copy=False)
 
 
 def rolling_beta_raw(

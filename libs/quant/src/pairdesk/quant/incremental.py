@@ -1,4 +1,4 @@
-"""Incremental (live) features v1: one closed bar per leg in, the 21 features of that bar out.
+"""Incremental (live) features v1: one closed bar per leg in, the features of that bar out.
 
 :class:`PairFeatureState` holds preallocated numpy state (ring buffers over the windows, running
 window sums, sorted windows for the ATR medians, EMA/Wilder accumulators) and runs the same compiled
@@ -26,7 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 from pairdesk.quant import _feature_kernels as _k
-from pairdesk.quant.features import FEATURE_COLUMNS, FeatureParams
+from pairdesk.quant.features import FEATURE_COLUMNS, OUTPUT_COLUMNS, FeatureParams
 
 __all__ = ["PairFeatureState"]
 
@@ -42,8 +42,11 @@ class PairFeatureState:
     Notes
     -----
     After ``k`` updates the values returned equal row ``k - 1`` of
-    ``compute_features(bars_a, bars_b, params)`` on the same bars (bit-identical: same kernel).
-    The first ``params.warmup_bars`` updates return all-NaN features.
+    ``compute_features(bars_a, bars_b, params)`` on the same bars (bit-identical: same kernel), for
+    either hedge-ratio method. The first ``params.warmup_bars`` updates return all-NaN features.
+    :meth:`update_array` returns the 21 :data:`~pairdesk.quant.features.FEATURE_COLUMNS`;
+    :meth:`update_output_array` and :meth:`update` also the
+    :data:`~pairdesk.quant.features.EXTRA_COLUMNS` (``kappa``).
 
     References
     ----------
@@ -75,7 +78,7 @@ class PairFeatureState:
         )
         self._ohlc_a = np.empty((1, 4), dtype=np.float64)  # the bar being fed, as a 1-row batch
         self._ohlc_b = np.empty((1, 4), dtype=np.float64)
-        self._out = np.full((_k.N_OUT, 1), np.nan)  # feature-major, as the batch buffer
+        self._out = np.full((_k.N_OUT, 1), np.nan)  # output-major, as the batch buffer
         self._last_ns: int | None = None
 
     @property
@@ -177,6 +180,20 @@ class PairFeatureState:
             Timestamp not after the previous one; a bar is not 4 values; a price is NaN,
             infinite or <= 0. The state is unchanged when it raises.
         """
+        return self._step(ts_utc, bar_a, bar_b)[: len(FEATURE_COLUMNS)].copy()
+
+    def update_output_array(
+        self,
+        ts_utc: pd.Timestamp | int,
+        bar_a: tuple[float, float, float, float],
+        bar_b: tuple[float, float, float, float],
+    ) -> np.ndarray:
+        """Consume one closed bar per leg; return every output column as a float64 array.
+
+        Parameters and errors as :meth:`update_array`. Returns shape ``(22,)`` in
+        :data:`~pairdesk.quant.features.OUTPUT_COLUMNS` order (the 21 features, then ``kappa``),
+        equal to the row of :func:`~pairdesk.quant.features.compute_features`.
+        """
         return self._step(ts_utc, bar_a, bar_b).copy()
 
     def update(
@@ -188,6 +205,7 @@ class PairFeatureState:
         """Consume one closed bar per leg; return ``{feature: value}`` for that bar.
 
         Parameters and errors as :meth:`update_array`; the dict has the keys of
-        :data:`~pairdesk.quant.features.FEATURE_COLUMNS` in order, NaN values during the warm-up.
+        :data:`~pairdesk.quant.features.OUTPUT_COLUMNS` in order (the 21 features, then
+        ``kappa``), NaN values during the warm-up.
         """
-        return dict(zip(FEATURE_COLUMNS, self._step(ts_utc, bar_a, bar_b).tolist(), strict=True))
+        return dict(zip(OUTPUT_COLUMNS, self._step(ts_utc, bar_a, bar_b).tolist(), strict=True))
