@@ -1032,7 +1032,7 @@ class PairBook:
         self.params = params
         self.leg_a, self.leg_b = leg_a, leg_b
         self.spec = rule_spec(params, leg_a, leg_b, costs, min_notional)
-        self.state = np.zeros(RULE_STATE_SIZE)
+        self.state_vector = np.zeros(RULE_STATE_SIZE)
         self.counters = np.zeros(RULE_COUNTERS, dtype=np.int64)
         self.last_trade = np.zeros(RULE_TRADE_SIZE)
         self.e0 = float(params.initial_capital)
@@ -1044,59 +1044,66 @@ class PairBook:
     @property
     def position_state(self) -> int:
         """:data:`FLAT`, :data:`ENTRY_PENDING`, :data:`OPEN` or :data:`EXIT_PENDING`."""
-        return int(self.state[_S_STATE])
+        return int(self.state_vector[_S_STATE])
 
     @property
     def side(self) -> int:
         """+1 long spread, −1 short spread, 0 flat."""
-        return 0 if self.position_state == FLAT else int(self.state[_C_SIDE])
+        return 0 if self.position_state == FLAT else int(self.state_vector[_C_SIDE])
 
     @property
     def qty(self) -> tuple[float, float]:
         """Signed lots ``(q_A, q_B)`` of the current or last order."""
-        return float(self.state[_C_QA]), float(self.state[_C_QB])
+        return float(self.state_vector[_C_QA]), float(self.state_vector[_C_QB])
 
     @property
     def wanted_side(self) -> int:
         """Side of the last entry the rule wanted (also when blocked)."""
-        return int(self.state[_S_WANT])
+        return int(self.state_vector[_S_WANT])
 
     @property
     def suppressed_reason(self) -> str:
         """Reason of the last exit suppressed by a freeze gate."""
-        return EXIT_REASONS[int(self.state[_S_SUPPRESSED])]
+        return EXIT_REASONS[int(self.state_vector[_S_SUPPRESSED])]
 
     @property
     def realised(self) -> float:
         """Realised PnL (USD) of the closed trades."""
-        return float(self.state[_S_REALISED])
+        return float(self.state_vector[_S_REALISED])
 
     @property
     def trades_closed(self) -> int:
         """Number of closed trades."""
-        return int(self.state[_S_CLOSED])
+        return int(self.state_vector[_S_CLOSED])
 
     def can_exit(self, bar: RuleBar) -> bool:
         """An exit may be signalled: position open, after the entry signal bar."""
-        return self.position_state == OPEN and bar.t > self.state[_C_SIG_IN]
+        return self.position_state == OPEN and bar.t > self.state_vector[_C_SIG_IN]
 
     # ------------------------------------------------------------------ steps
 
     def fill(self, bar: RuleBar) -> int:
         """:func:`rule_fill` at this close; returns the flags."""
-        return int(rule_fill(self.state, self.spec, bar.vector(), self.last_trade, self.counters))
+        return int(
+            rule_fill(self.state_vector, self.spec, bar.vector(), self.last_trade, self.counters)
+        )
 
     def decide(self, bar: RuleBar, gate: RuleGate) -> int:
         """:func:`rule_decide` at this close; returns the flags (exit reason in
         :attr:`exit_reason` after :data:`STEP_EXIT_SIGNAL`)."""
         flags = int(
             rule_decide(
-                self.state, self.spec, bar.vector(), gate.vector(), self.last_trade, self.counters
+                self.state_vector,
+                self.spec,
+                bar.vector(),
+                gate.vector(),
+                self.last_trade,
+                self.counters,
             )
         )
         if flags & STEP_EXIT_SIGNAL:
             # filled now: the closed trade row holds the reason (the state may hold a new entry)
-            src = self.last_trade if flags & STEP_EXIT_FILLED else self.state
+            src = self.last_trade if flags & STEP_EXIT_FILLED else self.state_vector
             self.exit_reason = EXIT_REASONS[int(src[_C_REASON])]
         return flags
 
@@ -1109,7 +1116,9 @@ class PairBook:
         trade row, others as −1), as :func:`rule_signal_exit`."""
         code = EXIT_REASONS.index(reason) if reason in EXIT_REASONS else -1
         self.exit_reason = reason
-        return int(rule_signal_exit(self.state, self.spec, bar.vector(), code, self.last_trade))
+        return int(
+            rule_signal_exit(self.state_vector, self.spec, bar.vector(), code, self.last_trade)
+        )
 
     def signal_entry(self, bar: RuleBar, side: int, scale: float = 1.0) -> tuple[float, float]:
         """Enter ``side`` (+1/−1) now without the rule's entry conditions (a recorded decision),
@@ -1122,11 +1131,19 @@ class PairBook:
         """
         gate = RuleGate(theta1=1.0, theta2=0.0, entry_scale=scale).vector()
         rule_signal_entry(
-            self.state, self.spec, bar.vector(), gate, float(side), self.last_trade, self.counters
+            self.state_vector,
+            self.spec,
+            bar.vector(),
+            gate,
+            float(side),
+            self.last_trade,
+            self.counters,
         )
         self.exit_reason = None
         return self.qty
 
     def mark(self, bar: RuleBar) -> float:
         """Equity (USD) at this close: ``initial_capital + realised + rule_mark``."""
-        return self.e0 + self.realised + float(rule_mark(self.state, self.spec, bar.vector()))
+        return (
+            self.e0 + self.realised + float(rule_mark(self.state_vector, self.spec, bar.vector()))
+        )

@@ -18,10 +18,10 @@ Equivalence with the batch path (what ``bt run`` does):
   older rows are dropped (see :meth:`PairEngine._trim_buffer`).
 * **Predictions**: :func:`pairdesk.research.train.predict_signals` (normalisation, LightGBM,
   isotonic calibration; row-wise, so a 1-row frame gives the batch value).
-* **Rule and paper equity**: :class:`PaperBook` is :func:`pairdesk.quant.backtest.run_backtest`'s
-  state machine (flat → entry pending → open → exit pending) stepped one bar at a time; fills,
-  costs and swaps call the backtest's own numba fill kernels, sizing :func:`size_pair`, so the
-  paper equity equals the backtest equity bar for bar. Signals are decided at the close of bar
+* **Rule and paper equity**: :class:`PaperBook` is :class:`pairdesk.quant.rule.PairBook`, the
+  one public per-bar trading rule that :func:`pairdesk.quant.backtest.run_backtest` and the
+  portfolio backtest run (flat → entry pending → open → exit pending; fills, costs, swaps,
+  sizing), stepped one bar at a time, so the paper equity equals the backtest equity bar for bar. Signals are decided at the close of bar
   ``t`` (``ts_utc`` = its open time); the backtest fills them at the close of bar
   ``t + latency_bars``, which is what the paper equity assumes too. The only difference is the
   end of data: the backtest closes an open position on its last bar, live trading does not.
@@ -53,36 +53,21 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pairdesk.common.bus import FlagsReading, HaltLevel
-from pairdesk.quant.backtest import (
-    _NCOL,
-    C_BAR_IN,
-    C_PA_IN,
-    C_PB_IN,
-    C_PROB,
-    C_QA,
-    C_QB,
-    C_REASON,
-    C_RISK,
-    C_SIDE,
-    C_SIG_IN,
-    C_SIG_OUT,
-    C_SWC_IN,
-    C_SWR,
-    C_Z_IN,
-    C_Z_OUT,
-    EXIT_REASONS,
-    BacktestParams,
-    _close_fill_nb,
-    _open_fill_nb,
-)
-from pairdesk.quant.backtest import (
-    C_COMM_IN as _C_COMM_IN,
-)
-from pairdesk.quant.costs import CostModel, LegSpec, round_to_tick, size_pair
+from pairdesk.quant.costs import CostModel, round_to_tick
 from pairdesk.quant.features import FEATURE_COLUMNS, FeatureParams
 from pairdesk.quant.incremental import PairFeatureState
 from pairdesk.quant.labels import LabelParams, ai1_candidates
 from pairdesk.quant.models import TrainedModel
+from pairdesk.quant.rule import (
+    STEP_ENTRY_BLOCKED,
+    STEP_ENTRY_SIGNAL,
+    STEP_EXIT_SIGNAL,
+    STEP_EXIT_SUPPRESSED,
+    BacktestParams,
+    PairBook,
+    RuleBar,
+    RuleGate,
+)
 from pairdesk.research.train import predict_signals
 from pairdesk.research.universe import TIMEFRAME_MINUTES, PairConfig
 
@@ -126,7 +111,7 @@ ENTRY_ACTIONS: frozenset[str] = frozenset({Action.ENTER_LONG.value, Action.ENTER
 
 
 class PositionState(IntEnum):
-    """Paper position state, the backtest kernel's ``state`` codes."""
+    """Paper position state, the ``state`` codes of :mod:`pairdesk.quant.rule`."""
 
     FLAT = 0
     ENTRY_PENDING = 1
@@ -271,29 +256,26 @@ class BarOutcome:
     bar: MarketBar
 
 
-def _cost_vector(costs: CostModel, leg_a: LegSpec, leg_b: LegSpec) -> FloatArray:
-    """Per-leg cost fractions in the layout of the backtest kernel (half spread, slippage,
-    commission, swap long, swap short; leg A then leg B)."""
-    out = []
-    for leg in (leg_a, leg_b):
-        c = costs.leg(leg.symbol)
-        out += [
-            c.spread_bps * 0.5e-4,
-            c.slippage_bps * 1e-4,
-            c.commission_bps * 1e-4,
-            c.swap_long_bps_day * 1e-4,
-            c.swap_short_bps_day * 1e-4,
-        ]
-    return np.array(out)
+def _rule_bar(b: MarketBar) -> RuleBar:
+    return RuleBar(
+        t=b.t,
+        close_a=b.close_a,
+        close_b=b.close_b,
+        ref_a=b.ref_a,
+        ref_b=b.ref_b,
+        z=b.z,
+        beta=b.beta,
+        prob=b.prob,
+        risk=b.risk,
+        tradable=b.tradable,
+        mult=b.mult,
+        swapc=b.swapc,
+    )
 
 
-class PaperBook:
-    """The backtest's position state machine for one pair, stepped one bar at a time.
-
-    Mirrors ``pairdesk.quant.backtest._bt_kernel_nb`` (module docstring of
-    :mod:`pairdesk.quant.backtest`): fills due at this close, exit signal, entry signal, mark to
-    market — with the kernel's own fill functions, so fill prices, costs, swaps and the equity
-    are the backtest's. ``t`` is the aligned bar index since the book was created.
+class PaperBook(PairBook):
+    """The trading rule's paper book of one pair (:class:`pairdesk.quant.rule.PairBook`) fed
+    :class:`MarketBar` inputs; ``t`` is the aligned bar index since the book was created.
 
     Parameters
     ----------
@@ -307,159 +289,35 @@ class PaperBook:
         Per-leg minimum notional (USD).
     """
 
-    def __init__(
-        self,
-        params: BacktestParams,
-        leg_a: LegSpec,
-        leg_b: LegSpec,
-        costs: CostModel,
-        min_notional: float,
-    ) -> None:
-        self.params = params
-        self.leg_a, self.leg_b = leg_a, leg_b
-        self.min_notional = float(min_notional)
-        self._costs = _cost_vector(costs, leg_a, leg_b)
-        self.row = np.zeros(_NCOL)
-        self.state = PositionState.FLAT
-        self.due = 0
-        self.realised = 0.0
-        self.trades_closed = 0
-        self.exit_reason: str | None = None
-        self.e0 = float(params.initial_capital)
-
     @property
-    def side(self) -> int:
-        """+1 long spread, −1 short spread, 0 flat."""
-        return 0 if self.state is PositionState.FLAT else int(self.row[C_SIDE])
-
-    def _open(self, b: MarketBar) -> None:
-        a, bb = self.leg_a, self.leg_b
-        _open_fill_nb(
-            self.row, b.t, b.ref_a, b.ref_b, b.mult, b.swapc,
-            a.tick_size, a.contract_size, bb.tick_size, bb.contract_size, self._costs,
-        )  # fmt: skip
-        self.state = PositionState.OPEN
-
-    def _close(self, b: MarketBar) -> None:
-        a, bb = self.leg_a, self.leg_b
-        self.realised += _close_fill_nb(
-            self.row, b.t, b.ref_a, b.ref_b, b.mult, b.swapc,
-            a.tick_size, a.contract_size, bb.tick_size, bb.contract_size, self._costs, self.e0,
-        )  # fmt: skip
-        self.trades_closed += 1
-        self.state = PositionState.FLAT
+    def state(self) -> PositionState:
+        """Position state after the last call."""
+        return PositionState(self.position_state)
 
     def apply_fills(self, b: MarketBar) -> None:
         """Fill the pending entry or exit due at this close (tradable bars only)."""
-        if self.state is PositionState.ENTRY_PENDING and b.t >= self.due and b.tradable:
-            self._open(b)
-        elif self.state is PositionState.EXIT_PENDING and b.t >= self.due and b.tradable:
-            self._close(b)
+        self.fill(_rule_bar(b))
 
-    def can_exit(self, b: MarketBar) -> bool:
+    def can_exit_bar(self, b: MarketBar) -> bool:
         """An exit may be signalled: position open, after the entry signal bar."""
-        return self.state is PositionState.OPEN and b.t > self.row[C_SIG_IN]
+        return self.can_exit(_rule_bar(b))
 
-    def exit_due(self, b: MarketBar) -> str | None:
-        """The backtest's exit rule: ``|z| <= z_exit``, then ``risk >= θ_stop``, then
-        ``t − entry fill bar > M``; None when no exit fires (NaN never triggers)."""
-        if not self.can_exit(b):
-            return None
-        p = self.params
-        if math.isfinite(b.z) and abs(b.z) <= p.z_exit:
-            return "z_exit"
-        if p.risk_stop and b.risk >= p.theta_stop:
-            return "risk_stop"
-        if b.t - self.row[C_BAR_IN] > p.M:
-            return "max_bars"
-        return None
+    def decide_bar(self, b: MarketBar, gate: RuleGate) -> int:
+        """The rule's exit/entry decisions at this close under ``gate``; returns the step flags."""
+        return self.decide(_rule_bar(b), gate)
 
-    def entry_side(self, b: MarketBar, theta1: float, theta2: float) -> int:
-        """The backtest's entry rule at this close: +1/−1 (``z < 0`` → long spread) or 0.
-
-        Flat, tradable, AI1 candidate (finite ``return_prob``), ``return_prob > θ1``,
-        ``risk_score < θ2`` (NaN never passes) and finite non-zero ``z`` and ``beta``.
-        """
-        if self.state is not PositionState.FLAT or not b.tradable or not math.isfinite(b.prob):
-            return 0
-        if not (b.prob > theta1 and b.risk < theta2):
-            return 0
-        if not (math.isfinite(b.z) and b.z != 0.0 and math.isfinite(b.beta) and b.beta != 0.0):
-            return 0
-        return -1 if b.z > 0.0 else 1
-
-    def signal_exit(self, b: MarketBar, reason: str) -> None:
+    def exit_bar(self, b: MarketBar, reason: str) -> None:
         """Exit signal at this close; fills now when ``latency_bars == 0`` and tradable."""
-        row = self.row
-        row[C_REASON] = EXIT_REASONS.index(reason) if reason in EXIT_REASONS else -1
-        row[C_SIG_OUT] = b.t
-        row[C_Z_OUT] = b.z
-        self.exit_reason = reason
-        self.due = b.t + self.params.latency_bars
-        self.state = PositionState.EXIT_PENDING
-        if self.params.latency_bars == 0 and b.tradable:
-            self._close(b)
+        self.signal_exit(_rule_bar(b), reason)
 
-    def signal_entry(self, b: MarketBar, side: int, scale: float = 1.0) -> tuple[float, float]:
-        """Entry signal at this close: β-neutral sizing from this bar's closes and ``beta``.
+    def enter_bar(self, b: MarketBar, side: int, scale: float = 1.0) -> tuple[float, float]:
+        """Entry signal at this close sized from this bar's closes and ``beta``, ``scale`` (ops
+        ``leverage_scale``) applied on top of ``position_scale``; returns the signed lots."""
+        return self.signal_entry(_rule_bar(b), side, scale)
 
-        Parameters
-        ----------
-        b : MarketBar
-        side : {+1, −1}
-            Long (+1) or short (−1) spread.
-        scale : float
-            Ops ``leverage_scale`` (fraction) applied on top of ``position_scale``.
-
-        Returns
-        -------
-        (float, float)
-            Signed lots of legs A and B.
-        """
-        p = self.params
-        cap_a = p.initial_capital * p.notional_leg_a_fraction * min(p.position_scale, 1.0)
-        if scale != 1.0:
-            cap_a *= scale
-        la, lb = size_pair(
-            cap_a,
-            b.beta,
-            b.close_a,
-            b.close_b,
-            self.leg_a,
-            self.leg_b,
-            self.min_notional,
-            ratio_tol=p.ratio_tol,
-            max_upscale=p.max_upscale,
-        )
-        row = self.row
-        row[:] = 0.0
-        row[C_SIG_IN] = b.t
-        row[C_SIDE] = float(side)
-        row[C_QA] = side * la
-        row[C_QB] = -side * (1.0 if b.beta > 0.0 else -1.0) * lb
-        row[C_Z_IN] = b.z
-        row[C_PROB] = b.prob
-        row[C_RISK] = b.risk
-        self.exit_reason = None
-        self.due = b.t + p.latency_bars
-        self.state = PositionState.ENTRY_PENDING
-        if p.latency_bars == 0:
-            self._open(b)
-        return float(row[C_QA]), float(row[C_QB])
-
-    def mark(self, b: MarketBar) -> float:
-        """Equity (USD) at this close, the backtest's mark-to-market formula."""
-        if self.state in (PositionState.OPEN, PositionState.EXIT_PENDING):
-            row = self.row
-            return (
-                self.e0
-                + self.realised
-                + row[C_QA] * self.leg_a.contract_size * (b.close_a - row[C_PA_IN])
-                + row[C_QB] * self.leg_b.contract_size * (b.close_b - row[C_PB_IN])
-                - row[_C_COMM_IN]
-                + row[C_SWR] * (b.swapc - row[C_SWC_IN])
-            )
-        return self.e0 + self.realised
+    def mark_bar(self, b: MarketBar) -> float:
+        """Paper equity (USD) at this close."""
+        return self.mark(_rule_bar(b))
 
 
 @dataclass
@@ -828,9 +686,9 @@ class PairEngine:
             action = Action.NONE
         side = 0
         qty: tuple[float, float] | None = None
-        if action is Action.EXIT and book.can_exit(b):
+        if action is Action.EXIT and book.can_exit_bar(b):
             side = book.side
-            book.signal_exit(b, rec.reason or "recorded")
+            book.exit_bar(b, rec.reason or "recorded")
         elif (
             action.value in ENTRY_ACTIONS
             and book.state is PositionState.FLAT
@@ -838,7 +696,7 @@ class PairEngine:
             and b.beta != 0.0
         ):
             side = 1 if action is Action.ENTER_LONG else -1
-            qty = book.signal_entry(b, side, rec.position_scale)
+            qty = book.enter_bar(b, side, rec.position_scale)
         return action, rec.reason, side, qty
 
     def _advance(
@@ -862,36 +720,37 @@ class PairEngine:
                 scale = recorded.position_scale
         else:
             action, reason, side = Action.NONE, None, 0
-            exited = False
-            why = book.exit_due(b)
-            if gate.flatten and book.can_exit(b):
-                why = why or "flatten"
-            if why is not None:
-                if gate.freeze and not gate.flatten:
-                    exit_suppressed = why
-                else:
-                    side = book.side
-                    book.signal_exit(b, why)
-                    action, reason, exited = Action.EXIT, why, True
-            want = book.entry_side(b, theta1, theta2)
-            if want:
-                if gate.block_entry is not None:
-                    if not exited:
-                        action, reason, side = Action.ENTRY_BLOCKED, gate.block_entry, want
-                else:
-                    p = self.params
-                    scale = min(p.position_scale, 1.0) * gate.leverage_scale
-                    qty = book.signal_entry(b, want, gate.leverage_scale)
-                    if exited:
-                        exit_same_bar = reason
-                    action = Action.ENTER_LONG if want > 0 else Action.ENTER_SHORT
-                    reason, side = None, want
+            side_before = book.side
+            rule_gate = RuleGate(
+                theta1=theta1,
+                theta2=theta2,
+                entry_scale=gate.leverage_scale,
+                block_entry=gate.block_entry is not None,
+                freeze=gate.freeze,
+                flatten="flatten" if gate.flatten else None,
+            )
+            flags = book.decide_bar(b, rule_gate)
+            exited = bool(flags & STEP_EXIT_SIGNAL)
+            if flags & STEP_EXIT_SUPPRESSED:
+                exit_suppressed = book.suppressed_reason
+            if exited:
+                action, reason, side = Action.EXIT, book.exit_reason, side_before
+            if flags & STEP_ENTRY_SIGNAL:
+                want = book.wanted_side
+                scale = min(self.params.position_scale, 1.0) * gate.leverage_scale
+                qty = book.qty
+                if exited:
+                    exit_same_bar = reason
+                action = Action.ENTER_LONG if want > 0 else Action.ENTER_SHORT
+                reason, side = None, want
+            elif flags & STEP_ENTRY_BLOCKED and not exited:
+                action, reason, side = Action.ENTRY_BLOCKED, gate.block_entry, book.wanted_side
             if action is Action.NONE:
                 if gate.freeze:
                     action, reason = Action.HALTED, gate.block_entry
                 elif book.state is not PositionState.FLAT:
                     action = Action.HOLD
-        self.equity = book.mark(b)
+        self.equity = book.mark_bar(b)
         self.peak = max(self.peak, self.equity)
         self.dd = 1.0 - self.equity / self.peak
         self._daily.add(b.ts.date(), self.dd)
