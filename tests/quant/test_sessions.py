@@ -1,7 +1,10 @@
-"""Session calendars (spec 004 §ユニバース仕様 v1 trading_hours): DST, daily break, holidays, 24/7.
+"""Session calendars and bar grids (spec 004 §ユニバース仕様 v1 trading_hours): DST, daily break,
+holidays, 24/7, bar anchors, asset-class defaults, the spec's universe form.
 
-Independent checks: a brute-force minute-level session test written with ``zoneinfo`` and the
-holiday dates read off the shipped MT5 files by hand (not the pandas rules under test).
+Independent checks: a brute-force minute-level session test written with ``zoneinfo``, the
+holiday dates read off the shipped MT5 files by hand, the former hand-written pandas holiday
+rules (kept here as the reference for the library-built ``metals_us``), and the other holiday
+library (``holidays`` vs ``exchange_calendars``) for XNYS.
 """
 
 from __future__ import annotations
@@ -16,7 +19,29 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pairdesk.quant.sessions import SessionCalendar, holiday_rules, timeframe_to_timedelta
+from dateutil.relativedelta import TH
+from pairdesk.quant.sessions import (
+    BarAnchor,
+    SessionCalendar,
+    default_calendar,
+    default_trading_hours,
+    holiday_schedule,
+    infer_asset_class,
+    infer_bar_anchor,
+    timeframe_to_timedelta,
+)
+from pandas.tseries.holiday import (
+    GoodFriday,
+    Holiday,
+    USLaborDay,
+    USMartinLutherKingJr,
+    USMemorialDay,
+    USPresidentsDay,
+    USThanksgivingDay,
+    nearest_workday,
+    sunday_to_monday,
+)
+from pandas.tseries.offsets import DateOffset, Day
 
 REPO = Path(__file__).resolve().parents[2]
 NY = ZoneInfo("America/New_York")
@@ -97,8 +122,10 @@ def _brute_expected(
     stop = datetime.fromisoformat(end).replace(tzinfo=ZoneInfo("UTC"))
     out = []
     while t < stop:
+        # a bar is expected iff the market is open at some time inside it (every pause shorter
+        # than a 4h bar is the 1h daily break, which cannot hold a whole 4h bar)
         subs = [t + timedelta(minutes=15 * k) for k in range(tf_minutes // 15)]
-        if all(_open_at(s, set(closed), early) for s in subs):
+        if any(_open_at(s, set(closed), early) for s in subs):
             out.append(t)
         t += timedelta(minutes=tf_minutes)
     return pd.DatetimeIndex(out).as_unit("us")
@@ -192,12 +219,13 @@ def test_dst_week_open_and_daily_break_move_with_new_york(metals_cal: SessionCal
 
 
 def test_normal_week_bar_counts(metals_cal: SessionCalendar) -> None:
-    # 5 trading days x 23 one-hour bars; x 92 quarter-hours; 4h UTC bars straddling the break drop out
+    # 5 trading days x 23 one-hour bars; x 92 quarter-hours
     w = ("2024-01-07", "2024-01-13")
     assert len(metals_cal.expected_bar_opens(*w, "1h")) == 5 * 23
     assert len(metals_cal.expected_bar_opens(*w, "15m")) == 5 * 92
-    # 4h UTC grid in EST: 20Z bar = 15:00-19:00 NY straddles the break; Sun 20Z before the open
-    assert len(metals_cal.expected_bar_opens(*w, "4h")) == 5 * 5
+    # 4h UTC grid in EST: the 1h break is shorter than a bar, so the week is one 4h session and
+    # every bar overlapping it is expected: Sun 20Z (15:00-19:00 NY, open at 18:00) + 5 x 6
+    assert len(metals_cal.expected_bar_opens(*w, "4h")) == 1 + 5 * 6
 
 
 @pytest.mark.parametrize("tf_minutes", [15, 60, 240])
@@ -250,7 +278,10 @@ def test_break_crossing_midnight() -> None:
 
 # ---------------------------------------------------------------- holidays
 def test_metals_us_rules_match_dates_observed_in_the_data() -> None:
-    closed, early = holiday_rules("metals_us").closures(date(2018, 3, 19), date(2026, 5, 15))
+    sch = holiday_schedule("metals_us", 2018, 2026)
+    lo, hi = date(2018, 3, 19), date(2026, 5, 15)
+    closed = {d for d in sch.closed if lo <= d <= hi}
+    early = {d: m for d, m in sch.early_close.items() if lo <= d <= hi}
     assert {d.isoformat() for d in closed} == CLOSED_OBSERVED
     assert {d.isoformat() for d in early} == EARLY_OBSERVED
     assert early[date(2024, 12, 24)] == 14 * 60
@@ -258,6 +289,85 @@ def test_metals_us_rules_match_dates_observed_in_the_data() -> None:
     # a Saturday New Year (2022-01-01) is not observed on Friday 2021-12-31
     assert date(2021, 12, 31) not in closed
     assert date(2021, 12, 31) not in early
+    # NYSE's one-off closures are not metals closures (the metals market traded)
+    assert date(2018, 12, 5) not in sch.closed and date(2018, 12, 5) not in sch.early_close
+    assert date(2025, 1, 9) not in holiday_schedule("metals_us", 2025, 2025).closed
+
+
+def _former_metals_rules() -> tuple[list[Holiday], list[tuple[Holiday, int]]]:
+    """The hand-written pandas rules ``metals_us`` used before the library (the reference)."""
+    weekdays = (0, 1, 2, 3, 4)
+    closed = [
+        Holiday("New Year", month=1, day=1, observance=sunday_to_monday, days_of_week=weekdays),
+        GoodFriday,
+        Holiday("Christmas", month=12, day=25, observance=nearest_workday),
+    ]
+    early = [
+        (USMartinLutherKingJr, 780),
+        (USPresidentsDay, 780),
+        (USMemorialDay, 780),
+        (
+            Holiday(
+                "Juneteenth",
+                month=6,
+                day=19,
+                start_date=datetime(2022, 1, 1),
+                observance=nearest_workday,
+            ),
+            780,
+        ),
+        (Holiday("July 4", month=7, day=4, observance=nearest_workday), 780),
+        (USLaborDay, 780),
+        (USThanksgivingDay, 780),
+        (Holiday("Black Friday", month=11, day=1, offset=[DateOffset(weekday=TH(4)), Day(1)]), 840),
+        (Holiday("Christmas Eve", month=12, day=24, days_of_week=(0, 1, 2, 3)), 840),
+    ]
+    return closed, early
+
+
+def test_metals_us_from_the_library_equals_the_former_hand_written_rules() -> None:
+    closed_rules, early_rules = _former_metals_rules()
+    s, e = pd.Timestamp("2000-01-01"), pd.Timestamp("2030-12-31")
+    want_closed = {d.date() for r in closed_rules for d in r.dates(s, e)}
+    want_early: dict[date, int] = {}
+    for r, m in early_rules:
+        for d in r.dates(s, e):
+            if d.date() not in want_closed:
+                want_early[d.date()] = min(m, want_early.get(d.date(), m))
+    sch = holiday_schedule("metals_us", 2000, 2030)
+    assert set(sch.closed) == want_closed
+    assert dict(sch.early_close) == want_early
+
+
+def test_xnys_calendar_agrees_with_both_holiday_libraries() -> None:
+    import exchange_calendars as xcals
+    import holidays
+
+    cal = SessionCalendar.from_mapping(default_trading_hours("equity"), asset_class="equity")
+    got = cal.expected_bar_opens("1999-01-04", "2019-01-01", "1d")
+    xnys = xcals.get_calendar("XNYS", start="1999-01-04", end="2018-12-31")
+    want = pd.DatetimeIndex(xnys.sessions_in_range("1999-01-04", "2018-12-31")).tz_localize("UTC")
+    pd.testing.assert_index_equal(got, want.as_unit("us"), check_names=False, check_freq=False)
+    # the other library: every NYSE holiday on a weekday is a day without a bar
+    nyse = holidays.financial_holidays("NYSE", years=range(1999, 2019))
+    days = {t.date() for t in got}
+    assert all(d not in days for d in nyse if d.weekday() < 5)
+    for closed in ("2016-11-24", "2016-07-04", "2018-03-30", "2018-12-05", "2012-10-29"):
+        assert date.fromisoformat(closed) not in days  # Thanksgiving, July 4, Good Friday, ...
+    for open_ in ("2016-11-25", "2016-11-23", "2018-07-03"):  # early closes still trade
+        assert date.fromisoformat(open_) in days
+    sch = holiday_schedule("US", 2016, 2016)
+    assert sch.early_close[date(2016, 11, 25)] == 13 * 60
+
+
+def test_good_friday_and_july_4_for_metals(metals_cal: SessionCalendar) -> None:
+    # Good Friday 2024-03-29 closed: trading day Thu 18:00 -> Fri 17:00 NY has no bar
+    has = metals_cal.expected_bar_opens("2024-03-28 22:00", "2024-03-31 22:00", "1h")
+    assert len(has) == 0
+    # Independence Day 2024 (Thu) closes 13:00 NY: last bar 12:00 EDT = 16:00Z
+    day = set(metals_cal.expected_bar_opens("2024-07-04", "2024-07-05", "1h"))
+    assert pd.Timestamp("2024-07-04 16:00", tz="UTC") in day
+    assert pd.Timestamp("2024-07-04 17:00", tz="UTC") not in day
 
 
 def test_holiday_closure_and_early_close_bars(metals_cal: SessionCalendar) -> None:

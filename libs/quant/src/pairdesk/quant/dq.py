@@ -33,10 +33,13 @@ are marked *choice*)
    values only; no flag during warm-up or when the median is 0). Spikes are kept
    (``spike = True``) and counted.
 5. **Missing bars.** Expected bars (:meth:`SessionCalendar.expected_bar_opens`) between the first
-   and the last input row with no kept row are *absent*. Absent bars form runs: consecutive grid
-   bars inside one session. A run of length ``m <= missing_fill_max_run`` (2) whose neighbours
-   ``L`` (the bar just before) and ``R`` (just after) are both present, flagged ``ok`` and in
-   the same session is imputed (*choice*, "前方埋め + 線形補間" made precise), for
+   and the last input row with no kept row are *absent*; only expected bars count, so
+   weekends, daily breaks, exchange holidays and DST shifts of the session clock never produce
+   an absent bar. Absent bars form runs: consecutive expected bars inside one session (sessions
+   per timeframe: a pause shorter than one bar does not split one, see
+   :mod:`pairdesk.quant.sessions`). A run of length ``m <= missing_fill_max_run`` (2) whose
+   neighbours ``L`` (the expected bar just before) and ``R`` (just after) are both present,
+   flagged ``ok`` and in the same session is imputed (*choice*, "前方埋め + 線形補間" made precise), for
    ``j = 1..m``::
 
        close_j = close_L + (close_R - close_L) · j / (m + 1)     # linear interpolation
@@ -281,11 +284,11 @@ def apply_dq(
     bars : DataFrame, shape (n, >= 4)
         Indexed by bar-open ``ts_utc`` (or with a ``ts_utc`` column); columns ``open, high, low,
         close`` and optionally ``volume``. Naive timestamps are read as UTC. Must be sorted with
-        unique timestamps on the timeframe's UTC grid.
+        unique timestamps on the calendar's bar grid (``calendar.grid``).
     calendar : SessionCalendar
-        Sessions of the symbol (which bars are expected).
+        Sessions of the symbol (which bars are expected) and its bar grid.
     timeframe : str
-        ``"15m"``, ``"1h"``, ``"4h"``, ...
+        ``"15m"``, ``"1h"``, ``"4h"``, ``"1d"``, ...
     params : DQParams, optional
         Rule parameters (defaults = spec 004).
 
@@ -303,10 +306,13 @@ def apply_dq(
     p = params or DQParams()
     step = int(timeframe_to_timedelta(timeframe).value // 1000)
     df = _prepare(bars)
-    t_all = pd.DatetimeIndex(df.index).asi8
-    off_grid = t_all % step != 0
+    off_grid = ~calendar.on_grid(df.index, timeframe) if len(df) else np.zeros(0, dtype=bool)
     if off_grid.any():
-        raise ValueError(f"timestamp {df.index[off_grid][0]} is not on the {timeframe} grid")
+        a = calendar.grid.describe()
+        raise ValueError(
+            f"timestamp {df.index[off_grid][0]} is not on the {timeframe} grid "
+            f"(bar anchor {a['timezone']} {a['offset']})"
+        )
 
     # rule 1: non-positive prices
     bad_price = (df[list(_PRICES)] <= 0).any(axis=1).to_numpy()
@@ -350,16 +356,17 @@ def apply_dq(
     imputed_rows: list[tuple[int, float, float, float, float]] = []
     if absent.size:
         sid_abs = calendar.session_id(_from_us(absent), timeframe)
-        brk = np.flatnonzero((np.diff(absent) != step) | (np.diff(sid_abs) != 0)) + 1
+        pos = np.flatnonzero(absent_mask)  # positions of the absent bars among the expected
+        brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(sid_abs) != 0)) + 1
         starts = np.concatenate(([0], brk))
         ends = np.concatenate((brk, [absent.size]))
         for a, b in zip(starts, ends, strict=True):
             m = int(b - a)
-            if m > p.missing_fill_max_run:
+            if m > p.missing_fill_max_run or pos[a] == 0 or pos[b - 1] + 1 >= et.size:
                 continue
             sid = sid_abs[a]
-            il = _find(kt, absent[a] - step)
-            ir = _find(kt, absent[b - 1] + step)
+            il = _find(kt, int(et[pos[a] - 1]))
+            ir = _find(kt, int(et[pos[b - 1] + 1]))
             if il < 0 or ir < 0:
                 continue
             if sid_kept[il] != sid or sid_kept[ir] != sid or flag[il] != "ok" or flag[ir] != "ok":
