@@ -290,7 +290,8 @@ def test_metals_us_rules_match_dates_observed_in_the_data() -> None:
     assert date(2021, 12, 31) not in closed
     assert date(2021, 12, 31) not in early
     # NYSE's one-off closures are not metals closures (the metals market traded)
-    assert date(2018, 12, 5) not in sch.closed and date(2018, 12, 5) not in sch.early_close
+    assert date(2018, 12, 5) not in sch.closed
+    assert date(2018, 12, 5) not in sch.early_close
     assert date(2025, 1, 9) not in holiday_schedule("metals_us", 2025, 2025).closed
 
 
@@ -432,3 +433,169 @@ def test_missing_counts_per_holiday_rule(metals_full: dict[str, pd.DatetimeIndex
     xau = metals_full["XAUUSD"]
     miss = cal_rules.expected_bar_opens(xau[0], xau[-1] + pd.Timedelta("1h"), "1h").difference(xau)
     assert list(miss) == list(pd.date_range("2025-11-28 10:00", periods=3, freq="h", tz="UTC"))
+
+
+# ---------------------------------------------------------------- bar grids
+NY7 = BarAnchor("America/New_York", 7 * 60)
+
+
+def test_ny7_grid_moves_with_us_dst() -> None:
+    """4h bars of a New York + 7h server: 21:00Z in summer, 22:00Z in winter (hand-computed)."""
+    got = NY7.grid("2024-03-08", "2024-03-12", "4h")
+    utc_hours = {(t.day, t.hour) for t in got}
+    assert (8, 22) in utc_hours  # Fri 8 March, EST: server midnight = 22:00Z
+    assert (8, 21) not in utc_hours
+    assert (11, 21) in utc_hours  # Mon 11 March, EDT (US DST began 10 March): 21:00Z
+    assert (11, 22) not in utc_hours
+    # every grid bar opens at server 00/04/08/12/16/20: NY wall + 7h is a multiple of 4h
+    server = got.tz_convert("America/New_York").tz_localize(None) + pd.Timedelta(hours=7)
+    assert set(server.hour) <= {0, 4, 8, 12, 16, 20}
+    assert all(server.minute == 0)
+    # daily bars open at New York 17:00 all year
+    days = NY7.grid("2024-01-01", "2024-12-31", "1d").tz_convert("America/New_York")
+    assert set(days.hour) == {17}
+    assert len(days) == 365  # one per day, 2024-12-31 17:00 NY falls after the end
+
+
+def test_fx_4h_calendar_on_the_ny7_grid_both_sides_of_dst() -> None:
+    cal = default_calendar("EURUSD", bar_anchor=NY7)
+    # week of the US DST start 2024-03-10: Fri 8 Mar closes 17:00 EST (last bar 13:00 EST)
+    exp = cal.expected_bar_opens("2024-03-07", "2024-03-13", "4h")
+    ny = exp.tz_convert("America/New_York")
+    fri = ny[ny.day == 8]
+    assert list(fri.hour) == [1, 5, 9, 13]
+    assert fri[-1].tz_convert("UTC").hour == 18  # 13:00 EST
+    sun = ny[ny.day == 10]
+    assert list(sun.hour) == [17, 21]  # week opens Sun 17:00 EDT = 21:00Z
+    assert sun[0].tz_convert("UTC").hour == 21
+
+
+@pytest.mark.parametrize(
+    ("stamps", "tf", "want"),
+    [
+        (["2024-07-01 21:00", "2024-12-02 22:00", "2024-12-03 02:00"], "4h", NY7),
+        (["2024-07-01 21:00", "2024-12-02 22:00"], "1d", NY7),
+        (["2013-02-08", "2013-02-11"], "1d", BarAnchor()),
+        (["2024-07-01 21:00", "2024-12-02 22:00"], "1h", BarAnchor()),
+        (["2024-07-01 21:00", "2024-12-02 22:15"], "15m", BarAnchor()),
+    ],
+)
+def test_infer_bar_anchor(stamps: list[str], tf: str, want: BarAnchor) -> None:
+    assert infer_bar_anchor(pd.DatetimeIndex(stamps, tz="UTC"), tf) == want
+
+
+def test_infer_bar_anchor_errors() -> None:
+    with pytest.raises(ValueError, match="no known 4h bar grid"):
+        infer_bar_anchor(pd.DatetimeIndex(["2024-01-02 00:00", "2024-01-02 01:00"]), "4h")
+    with pytest.raises(ValueError, match="no timestamps"):
+        infer_bar_anchor(pd.DatetimeIndex([]), "1h")
+
+
+@pytest.mark.parametrize(
+    ("mapping", "minutes"),
+    [
+        ({"timezone": "America/New_York", "offset": "+7h"}, 420),
+        ({"timezone": "UTC", "offset": "-30m"}, -30),
+        ({"timezone": "UTC", "offset": 90}, 90),
+        ({"timezone": "UTC"}, 0),
+    ],
+)
+def test_bar_anchor_from_mapping(mapping: dict, minutes: int) -> None:
+    a = BarAnchor.from_mapping(mapping)
+    assert a.offset_minutes == minutes
+    assert BarAnchor.from_mapping(a.describe()) == a
+
+
+@pytest.mark.parametrize(
+    ("mapping", "match"),
+    [
+        ({"timezone": "UTC", "offset": "7 hours"}, "is not like"),
+        ({"timezone": "Mars/Base", "offset": "+7h"}, "unknown timezone"),
+        ({"timezone": "UTC", "offset": "+25h"}, "exceeds one day"),
+    ],
+)
+def test_bar_anchor_errors(mapping: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BarAnchor.from_mapping(mapping)
+
+
+# ---------------------------------------------------------------- asset classes and spec form
+@pytest.mark.parametrize(
+    ("symbol", "cls"),
+    [
+        ("EURUSD", "fx"),
+        ("USDJPY", "fx"),
+        ("GBPNZD", "fx"),
+        ("XAUUSD", "metal"),
+        ("XAGUSD", "metal"),
+        ("UKOIL", "energy"),
+        ("USOIL", "energy"),
+        ("BTCUSDT", "crypto"),
+        ("PAXGUSDT", "crypto"),
+        ("BTCUSD", "crypto"),
+        ("^GSPC", "index"),
+        ("SP500", "index"),
+        ("NASDAQ", "index"),
+        ("KO", "equity"),
+        ("CL", "equity"),  # Colgate, not crude oil
+        ("GOOGL", "equity"),
+        ("ABCDEF", "equity"),  # six letters but not two ISO currencies
+    ],
+)
+def test_infer_asset_class(symbol: str, cls: str) -> None:
+    assert infer_asset_class(symbol) == cls
+
+
+def test_default_calendars() -> None:
+    fx = default_calendar("EURUSD")
+    assert fx.describe()["week_open"] == {"day": "SUN", "time": "17:00"}
+    assert fx.daily_breaks == ()
+    xau = default_calendar("XAUUSD")
+    assert xau.daily_breaks == ((17 * 60, 18 * 60),)
+    assert xau.holidays_calendar == "metals_us"
+    assert default_calendar("BTCUSDT").always_open
+    ko = default_calendar("KO", daily=True)
+    assert ko.holidays_calendar == "XNYS"
+    # Brent's pause (22:00-01:00 London) is not expected data (17:00-20:00 New York in June)
+    brent = default_calendar("UKOIL")
+    exp = brent.expected_bar_opens("2024-06-10", "2024-06-11", "1h").tz_convert("Europe/London")
+    assert sorted(set(range(24)) - set(exp.hour)) == [0, 22, 23]
+    # FX Christmas: trading day 2024-12-25 closed, 24 Dec ends 13:00 NY, 26 Dec from 01:00 NY
+    fxe = fx.expected_bar_opens("2024-12-24", "2024-12-27", "1h").tz_convert("America/New_York")
+    assert fxe[fxe.day == 24].hour.max() == 12
+    assert not any(fxe.day == 25)
+    assert fxe[fxe.day == 26].hour.min() == 1
+
+
+def test_spec_universe_form_loads() -> None:
+    """spec 004 §コストテーブル / ユニバース仕様 v1: timezone on the leg, sessions + "US"."""
+    spec_th = {"sessions": [{"start": "00:05", "end": "23:55"}], "holidays_calendar": "US"}
+    cal = SessionCalendar.from_mapping(spec_th, timezone="UTC", asset_class="metal")
+    assert cal.timezone == "UTC"
+    assert cal.daily_breaks == ((23 * 60 + 55, 5),)
+    assert cal.week_timezone == "America/New_York"
+    assert cal.week_open == (6, 18 * 60)
+    # XNYS holidays: Thanksgiving 2016 (a Thursday) has no bar; the 10-minute pause is shorter
+    # than one 1h bar, so Wednesday's 23:00Z bar is expected
+    exp = set(cal.expected_bar_opens("2016-11-23", "2016-11-26", "1h"))
+    assert pd.Timestamp("2016-11-23 23:00", tz="UTC") in exp
+    assert not any(
+        pd.Timestamp("2016-11-24", tz="UTC") <= t < pd.Timestamp("2016-11-25", tz="UTC")
+        for t in exp
+    )
+    # equities in the spec form = XNYS sessions
+    eq = SessionCalendar.from_mapping(
+        {"sessions": [{"start": "09:30", "end": "16:00"}], "holidays_calendar": "US"},
+        timezone="America/New_York",
+        asset_class="equity",
+    )
+    days = eq.expected_bar_opens("2016-11-21", "2016-11-28", "1d")
+    assert [t.day for t in days] == [21, 22, 23, 25]
+    with pytest.raises(ValueError, match="either sessions or daily_breaks"):
+        SessionCalendar.from_mapping(
+            {**spec_th, "daily_breaks": [{"start": "1:00", "end": "2:00"}]}
+        )
+    with pytest.raises(ValueError, match="sessions overlap"):
+        SessionCalendar.from_mapping(
+            {"sessions": [{"start": "09:00", "end": "12:00"}, {"start": "11:00", "end": "13:00"}]}
+        )
