@@ -131,8 +131,10 @@ def features_reference(
 ) -> pd.DataFrame:
     """Features v1 of ``docs/quant-contracts.md`` §Features v1 in plain pandas/statsmodels.
 
-    ``params`` is any object with the ``FeatureParams`` field names. Without ``beta_raw`` the
-    raw β is plain ``RollingOLS`` (**no Huber switch**). Rows before ``params.warmup_bars`` are
+    ``params`` is any object with the ``FeatureParams`` field names (rolling-OLS hedge ratio; the
+    21 features then ``kappa``). Without ``beta_raw`` the raw β is plain ``RollingOLS`` (**no
+    Huber switch**). z and the half-life come from pandas rolling (co)variances of the log prices
+    combined under each bar's β; the other spread features from the β-hedged returns. Rows before ``params.warmup_bars`` are
     set to NaN like the library's output. Returns a DataFrame indexed by the common timestamps.
     """
     a, b = align_reference(bars_a, bars_b)
@@ -143,24 +145,47 @@ def features_reference(
         beta_raw = rolling_ols_beta(pa.to_numpy(), pb.to_numpy(), wb)
     braw = pd.Series(beta_raw, index=a.index)
     beta = braw.ewm(halflife=params.beta_ema_half_life, adjust=False).mean()
-    s = pa - beta * pb
-    s_std = s.rolling(wz).std()
-    z = ((s - s.rolling(wz).mean()) / s_std).clip(-params.z_clip, params.z_clip)
-    ds = s.diff()
+    # consistent z: the spread under today's beta against its own window mean/std, from pandas
+    # rolling moments of the log prices
+    rz = pa.rolling(wz)
+    var_x = rz.var() - 2.0 * beta * rz.cov(pb) + beta * beta * pb.rolling(wz).var()
+    sd_x = np.sqrt(var_x)
+    z = ((pa - rz.mean() - beta * (pb - pb.rolling(wz).mean())) / sd_x).clip(
+        -params.z_clip, params.z_clip
+    )
+    # hedged return with the previous bar's beta, accumulated (origin irrelevant to the features)
+    ra, rb = pa.diff(), pb.diff()
+    h = ra - beta.shift(1) * rb
+    first = int(np.flatnonzero(beta.notna().to_numpy())[0])  # H = 0 at the first beta
+    hs = pd.Series(np.nan, index=a.index)
+    hs.iloc[first:] = np.r_[0.0, h.iloc[first + 1 :].cumsum().to_numpy()]
     out = pd.DataFrame(index=a.index)
     out["beta"] = beta
-    out["spread"] = s
+    out["spread"] = pa - beta * pb
     out["z"] = z
     out["delta_z"] = z.diff()
     out["z_ema"] = z.ewm(halflife=params.z_ema_half_life, adjust=False).mean()
-    atr_s = _wilder(ds.abs(), params.atr_period)
+    atr_s = _wilder(h.abs(), params.atr_period)
     out["atr_spread"] = atr_s
     out["vol_ratio_spread"] = atr_s / atr_s.rolling(params.atr_baseline_median_bars).median()
-    s_lag = s.shift(1)
-    kappa = -(ds.rolling(wz).cov(s_lag) / s_lag.rolling(wz).var())
+    # half-life: OLS of dx on x_{-1} over the window, x = p_A - beta_t p_B (today's beta)
+    pal, pbl = pa.shift(1), pb.shift(1)
+    num = (
+        ra.rolling(wz).cov(pal)
+        - beta * (ra.rolling(wz).cov(pbl) + rb.rolling(wz).cov(pal))
+        + beta * beta * rb.rolling(wz).cov(pbl)
+    )
+    den = (
+        pal.rolling(wz).var()
+        - 2.0 * beta * pal.rolling(wz).cov(pbl)
+        + beta**2 * pbl.rolling(wz).var()
+    )
+    kappa = -num / den
     lo, hi = params.half_life_clip
-    out["half_life"] = (math.log(2.0) / kappa.abs()).clip(lo, hi)
-    rho = pa.diff().rolling(params.rho_window_bars).corr(pb.diff())
+    out["half_life"] = (
+        (math.log(2.0) / kappa).where(kappa > 0.0, hi).clip(lo, hi).where(kappa.notna())
+    )
+    rho = ra.rolling(params.rho_window_bars).corr(rb)
     out["rho_rolling"] = rho
     out["corr_stability"] = rho.rolling(params.rho_window_bars).var()
     out["beta_stability"] = beta.rolling(wb).std() / (
@@ -171,17 +196,18 @@ def features_reference(
         out[f"atr_{leg}"] = atr
         out[f"atr_ratio_{leg}"] = atr / atr.rolling(params.atr_baseline_median_bars).median()
     out["ema_gap_spread"] = (
-        s.ewm(span=params.ema_fast_span, adjust=False).mean()
-        - s.ewm(span=params.ema_slow_span, adjust=False).mean()
+        hs.ewm(span=params.ema_fast_span, adjust=False).mean()
+        - hs.ewm(span=params.ema_slow_span, adjust=False).mean()
     )
-    out["slope_spread"] = _rolling_slope(s, params.slope_window_bars) / s_std
-    gain = _wilder(ds.clip(lower=0.0), params.rsi_period)
-    loss = _wilder((-ds).clip(lower=0.0), params.rsi_period)
+    out["slope_spread"] = _rolling_slope(hs, params.slope_window_bars) / sd_x
+    gain = _wilder(h.clip(lower=0.0), params.rsi_period)
+    loss = _wilder((-h).clip(lower=0.0), params.rsi_period)
     rsi = 100.0 - 100.0 / (1.0 + gain / loss)
     out["rsi_spread"] = rsi.mask(loss == 0.0, 100.0)
-    out["abs_delta_S"] = ds.abs()
+    out["abs_delta_S"] = h.abs()
     out["abs_delta_z"] = out["delta_z"].abs()
     out["slope_z"] = _rolling_slope(z, params.slope_window_bars)
+    out["kappa"] = kappa
     out.iloc[: params.warmup_bars] = np.nan
     return out
 

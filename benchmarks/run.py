@@ -52,6 +52,7 @@ from pairdesk.quant.backtest import (
 from pairdesk.quant.costs import CostModel, legs_from_universe
 from pairdesk.quant.features import (
     FEATURE_COLUMNS,
+    OUTPUT_COLUMNS,
     FeatureParams,
     align_pair,
     compute_features,
@@ -179,7 +180,7 @@ def bench_features(
     start = params.warmup_bars
     rows = []
     worst_rel, worst_col, nan_mismatch = 0.0, "", 0
-    for col in FEATURE_COLUMNS:
+    for col in OUTPUT_COLUMNS:
         x = feats[col].to_numpy()[start:]
         y = full[col].to_numpy()[start:]
         d, nm = max_abs_diff(x, y)
@@ -273,7 +274,7 @@ def bench_incremental(
         live = feed()
     t_bar = statistics.median(times) / n_live
     t_bar_min = min(times) / n_live
-    d, nm = max_abs_diff(np.vstack(live), feats.to_numpy()[n - n_live :])
+    d, nm = max_abs_diff(np.vstack(live), feats[list(FEATURE_COLUMNS)].to_numpy()[n - n_live :])
 
     # reference: pandas recomputation on the trailing warm-up + 1 bars, for a sample of bars
     k = 20 if quick else 50
