@@ -148,12 +148,68 @@ def bt_run(
     print_kpis(result)
 
 
+@bt_app.command("scan")
+def bt_scan(
+    period: Annotated[str, typer.Option("--period", help="Formation period, e.g. 2024-10:2025-09")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (candidates.*, universe.yaml)")],
+    store: Annotated[Path, typer.Option("--store")] = Path("store"),
+    timeframe: Annotated[str, typer.Option("--timeframe")] = "1h",
+    symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT")] = None,
+    universe: Annotated[Path | None, typer.Option("--universe", help="Pair up this file's symbols")] = None,
+    cost: Annotated[Path, typer.Option("--cost")] = CONFIG_DIR / "cost_table.yaml",
+    policy: Annotated[Path, typer.Option("--policy", help="Policy with the scan: section")] = (
+        CONFIG_DIR / "backtest_policy.yaml"),
+    alpha: Annotated[float | None, typer.Option("--alpha", help="FDR level (default: policy)")] = None,
+    max_half_life: Annotated[float | None, typer.Option("--max-half-life", help="Bars (default: policy)")] = None,
+    cost_multiple: Annotated[float | None, typer.Option("--cost-multiple", help="k in σ > k × cost")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows of the printed table")] = 15,
+) -> None:
+    """Pair discovery: Engle–Granger (both orderings), Johansen, half-life, Hurst and costs for every
+    pair over the formation period; BH-controlled selection written as a universe.yaml."""
+    from pairdesk.research.scan import run_scan
+
+    syms = [s.strip() for s in symbols.split(",")] if symbols is not None else None
+    over = {k: v for k, v in (("alpha", alpha), ("half_life_max_bars", max_half_life),
+                              ("cost_multiple", cost_multiple)) if v is not None}
+    # transient bars: a failure then prints nothing but its one error line
+    bars = Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+    with bars as prog:
+        res = _guard(lambda: run_scan(store=store, timeframe=timeframe, period=period, out=out, symbols=syms,
+                                      universe=universe, policy=policy, cost=cost, overrides=over,
+                                      progress=_Bars(prog)))
+    cand = res.candidates
+    p = res.params
+    from rich import box
+
+    table = Table(title=f"bt scan {res.period} {timeframe}: top {min(top, len(cand))} of {len(cand)} pairs",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for c in ("#", "pair", "bars", "EG p", "q", "Joh", "β", "HL", "H", "σbps", "cost", "sel"):
+        table.add_column(c, justify="left" if c == "pair" else "right", no_wrap=True)
+    for r in cand.head(max(0, top)).to_dict("records"):
+        def num(x: Any, fmt: str) -> str:
+            return "–" if not isinstance(x, int | float) or x != x else format(x, fmt)
+        table.add_row(str(r["rank"]), str(r["pair_id"]), str(r["n_bars"]), num(r["eg_pvalue"], ".3f"),
+                      num(r["qvalue"], ".3f"), num(r["johansen_trace"], ".1f"), num(r["hedge_ratio"], ".2f"),
+                      num(r["half_life_bars"], ".0f"), num(r["hurst"], ".2f"), num(r["spread_sigma_bps"], ".0f"),
+                      num(r["round_trip_cost_bps"], ".0f"), "yes" if r["selected"] else (r["reason"] and "n/a") or "no")
+    console.print(table)
+    for sym, why in res.missing.items():
+        console.print(f"warning: {sym}: {why}", markup=False, highlight=False)
+    console.print(f"{res.n_selected} of {len(cand)} pairs selected (BH q ≤ {p.alpha:g}, half-life "
+                  f"{p.half_life_min_bars:g}..{p.half_life_max_bars:g} bars, σ > {p.cost_multiple:g} × round-trip cost)",
+                  markup=False, highlight=False)
+    console.print(f"outputs: {res.out} (candidates.parquet, candidates.csv, universe.yaml, scan_meta.json)",
+                  markup=False, highlight=False)
+
+
 def _print_funnel_adoption(res: dict[str, Any], scope: str) -> None:
     f = res["funnel"]
     console.print(
         f"signal funnel ({scope}): {f['candidates']} AI1 candidate bars (|z| ≥ z_entry) → {f['passed_theta1']} with "
         f"return_prob > θ1 (max return_prob {f['max_return_prob']:.3f}) → {f['vetoed_by_ai2']} vetoed by AI2 "
-        f"(risk ≥ θ2) → {f['entries']} entries"
+        f"(risk ≥ θ2) → {f['blocked']} blocked by the DD policy, {f['refused']} refused by caps/margin → "
+        f"{f['entries']} entries"
     )
     adopt = res["adoption"]
     verdict = "PASS" if adopt["passed"] else "FAIL"
@@ -179,7 +235,7 @@ def print_kpis(result: dict[str, Any]) -> None:
         table.add_row(row["kpi"], f"{row['value']:.4f}", f"{row['ci_low']:.4f}", f"{row['ci_high']:.4f}")
     console.print(table)
     if n > 1:
-        pt = Table(title=f"{tag}per pair (diagnostics; KPIs on the shared capital)")
+        pt = Table(title=f"{tag}per pair (diagnostics; KPIs on E_0 + the pair's daily PnL)")
         cols = ("pair", "trades", "net PnL USD", "ann. return", "Sharpe", "MaxDD", "win rate", "halt rate", "adoption")
         for c in cols:
             pt.add_column(c, justify="left" if c == "pair" else "right")
@@ -192,11 +248,10 @@ def print_kpis(result: dict[str, Any]) -> None:
     events = port["dd_events"]
     if events:
         for ev in events:
-            console.print(f"drawdown event: {ev['level']} ({ev['threshold']:.0%}) breached {ev['breach_ts']}, trough "
-                          f"{ev['trough_dd']:.2%} at {ev['trough_ts']}, recovered {ev['recovered_ts'] or 'no'}")
+            console.print(f"drawdown event: {ev['ts']} {ev['scope']} → {ev['level']} (dd {ev['dd']:.2%} of E_0)")
     else:
-        console.print("drawdown events: none reached a dd_policy level")
-    console.print(f"ruin: {port['ruin']} (equity ≤ 0)" if port["ruin"] else "ruin: none")
+        console.print("drawdown events: none (no dd_policy level change)")
+    console.print(f"ruin: {port['ruin']} (account liquidated)" if port["ruin"] else "ruin: none")
     _print_funnel_adoption(port, scope)
     console.print(f"outputs: {result['out']}")
     console.print(f"report: {result['report']}")
