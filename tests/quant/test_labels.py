@@ -516,7 +516,7 @@ def test_labels_on_real_features(metals_2024: tuple[pd.DataFrame, pd.DataFrame])
 
 def test_speed_thresholds_keep_their_percentile_on_real_data() -> None:
     """The configured theta_speed values act on the share of bars the spec's 0.12 acted on under
-    the old z (which tracked the drift of beta): ~1.9 % of bars too fast to start an AI1 event,
+    the old z (which tracked the drift of beta): ~1.5 % of bars too fast to start an AI1 event,
     ~0.9 % risky by speed for AI2, on the whole XAU/XAG 1h history (docs/quant-contracts.md
     §Labels "Speed thresholds"). Under the consistent z, 0.12 would exclude most bars."""
     from pathlib import Path

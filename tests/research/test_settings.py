@@ -15,8 +15,8 @@ def test_spec_defaults_reach_the_quant_layer() -> None:
     f = s.features
     assert (f.beta_window_bars, f.beta_ema_half_life, f.huber_mad_ratio) == (180, 72.0, 2.0)
     assert (f.z_window_bars, f.z_clip, f.z_ema_half_life, f.atr_period, f.slope_window_bars) == (180, 5.0, 12.0, 14, 20)
-    assert (s.labels.z_entry, s.labels.z_exit, s.labels.M, s.labels.speed_k, s.labels.theta_speed) == (2.0, 0.5, 48, 6, 0.54)
-    assert (s.risk.theta_corr_var, s.risk.theta_vol, s.risk.theta_speed, s.risk.theta_dd) == (0.025, 1.8, 0.46, 0.07)
+    assert (s.labels.z_entry, s.labels.z_exit, s.labels.M, s.labels.speed_k, s.labels.theta_speed) == (2.0, 0.5, 48, 6, 0.57)
+    assert (s.risk.theta_corr_var, s.risk.theta_vol, s.risk.theta_speed, s.risk.theta_dd) == (0.025, 1.8, 0.49, 0.07)
     assert s.risk.dd_window_bars == 60 * 24  # 60 business days at 24 bars/day
     assert (s.cv.n_splits, s.cv.purge_bars, s.cv.embargo_bars, s.cv.min_block_len_bars) == (5, 24, 24, 240)
     assert (s.wf_step_days, s.wf_min_train_days) == (30.0, 360.0)

@@ -1,10 +1,11 @@
 """Features v1 for one pair of legs (spec 004 §特徴量仕様 v1), batch computation.
 
 :func:`compute_features` turns two legs of closed OHLC bars into the 21 feature columns of
-:data:`FEATURE_COLUMNS`. It runs the same compiled loop over the per-bar update as the live
+:data:`FEATURE_COLUMNS` followed by the :data:`EXTRA_COLUMNS` (``kappa``), i.e.
+:data:`OUTPUT_COLUMNS`. It runs the same compiled loop over the per-bar update as the live
 :class:`pairdesk.quant.incremental.PairFeatureState` (which feeds it one bar at a time), so the two
 agree to the last bit; each bar costs work bounded by the window sizes, independent of the history
-length (~0.7 us per bar for the default windows, 48k hourly bars in ~35 ms).
+length (48k hourly bars in ~35-40 ms on an idle core).
 
 Notes
 -----
@@ -15,61 +16,77 @@ With ``W_b`` = ``beta_window_bars``, ``W_z`` = ``z_window_bars``, ``W_r`` = ``rh
 ``m`` = ``rsi_period``:
 
 * Prices are logs of the closes: ``p_X,t = ln C_X,t``; log returns ``r_X,t = p_X,t - p_X,t-1``.
-* **Raw beta** ``b_t``: OLS slope of ``p_A`` on ``p_B`` with intercept over bars ``t-W_b+1..t``
-  (centred sums). With OLS residuals ``e``, if
-  ``std(e, ddof=1) / (MAD(e) / 0.6744897501960817) > huber_mad_ratio`` (``MAD`` = median of
-  ``|e - median(e)|``; dividing by ``Phi^-1(3/4) = 0.67449`` is the contract's "1.4826 * MAD"
-  written with the exact normal-consistency constant that statsmodels' and scipy's normalised MADs
-  use, 1/0.67449 = 1.4826022), the slope is re-estimated by Huber
-  IRLS exactly as ``statsmodels.RLM(p_A, [1, p_B], M=HuberT(t=huber_t)).fit(scale_est='mad')``:
-  start from OLS; scale ``= median(|e|) / 0.67449`` (``statsmodels.robust.scale.mad(e, center=0)``)
-  re-estimated after every weighted fit; weights ``min(1, t / |e / scale|)``; convergence when the
-  change of the deviance ``sum(rho_huber(e / s2))`` (``s2`` = weighted residual variance
-  ``sum(w e^2) / (W_b - 2)``, statsmodels' own criterion) is ``<= huber_tol`` or after
-  ``huber_maxiter`` iterations (counting the start fit); stop early if the scale is 0.
-* **beta** = EMA of the finite raw betas, ``alpha = 1 - 2**(-1 / beta_ema_half_life)``, seeded with the
-  first finite raw beta (= ``pandas.ewm(halflife=72, adjust=False)``); a non-finite raw beta leaves it
-  unchanged.
-* **spread** ``S_t = p_A,t - beta_t * p_B,t`` (log units, intercept omitted), computed once at its own
-  bar from the smoothed beta of that bar. ``S`` exists from the first bar with a finite beta.
-* **z** ``= clip((S_t - mean(S)) / std(S, ddof=1), -z_clip, z_clip)`` over the last ``W_z`` values of
-  the historical ``S`` series (NaN if the std is 0). **z_ema** = EMA of z with
-  ``alpha = 1 - 2**(-1 / z_ema_half_life)`` seeded with the first finite z (a NaN z leaves it
-  unchanged).
-  ``delta_z = z_t - z_{t-1}``, ``abs_delta_z = |delta_z|``, ``abs_delta_S = |S_t - S_{t-1}|``.
+* **Hedge ratio** ``beta_t``, method ``hedge_ratio.method``:
+
+  - ``rolling_ols`` (default, the spec). **Raw beta** ``b_t``: OLS slope of ``p_A`` on ``p_B`` with
+    intercept over bars ``t-W_b+1..t`` (centred sums). With OLS residuals ``e``, if
+    ``std(e, ddof=1) / (MAD(e) / 0.6744897501960817) > huber_mad_ratio`` (``MAD`` = median of
+    ``|e - median(e)|``; 1/0.67449 = 1.4826022 is the contract's "1.4826 * MAD" with the exact
+    normal-consistency constant of statsmodels and scipy), the slope is re-estimated by Huber
+    IRLS exactly as ``statsmodels.RLM(p_A, [1, p_B], M=HuberT(t=huber_t)).fit(scale_est='mad')``
+    (scale ``median(|e|) / 0.67449`` re-estimated after every weighted fit; weights
+    ``min(1, t / |e / scale|)``; stop when the deviance changes by ``<= huber_tol`` or after
+    ``huber_maxiter`` fits counting the start fit, or when the scale is 0). **beta** = EMA of the
+    finite raw betas, ``alpha = 1 - 2**(-1 / beta_ema_half_life)``, seeded with the first finite
+    raw beta (= ``pandas.ewm(halflife=72, adjust=False)``); a non-finite raw beta leaves it as is.
+  - ``kalman``: state ``(alpha_t, beta_t)`` a random walk with covariance
+    ``delta / (1 - delta) * V_e * I`` per bar, observation ``p_A = alpha + beta p_B + eps``,
+    ``var(eps) = V_e`` (``kalman_obs_var``, or the OLS residual variance of the first ``W_b``
+    bars when None). Started at bar ``W_b - 1`` from the OLS fit of the first window with its
+    coefficient covariance; ``beta`` is the filtered ``beta_t`` (not smoothed further).
+
+* **spread** ``S_t = p_A,t - beta_t * p_B,t`` (log units, intercept omitted).
+* **z** (``rolling_ols``): the spread *under today's beta* against its own window,
+  ``x_u = p_A,u - beta_t p_B,u`` for ``u = t-W_z+1..t``,
+  ``z_t = clip((x_t - mean(x)) / std(x, ddof=1), -z_clip, z_clip)``, computed as
+  ``(p_A,t - beta_t p_B,t - (m_A - beta_t m_B)) / sqrt(v_A - 2 beta_t c_AB + beta_t^2 v_B)`` from the
+  window moments of the log prices (NaN when that variance is at the rounding level, <= 1e-12 of
+  ``v_A + beta^2 v_B``). Not the moments of the stored ``S`` values (each under its own beta):
+  those measure the drift of beta (corr -0.998 with its z-score on XAU/XAG 1h).
+  **z** (``kalman``): ``clip(e_t / sqrt(Q_t), -z_clip, z_clip)``, the filter's innovation over its
+  predicted standard deviation, from bar ``W_b``.
+  **z_ema** = EMA of z with ``alpha = 1 - 2**(-1 / z_ema_half_life)`` seeded with the first finite
+  z (a NaN z leaves it unchanged). ``delta_z = z_t - z_{t-1}``, ``abs_delta_z = |delta_z|``;
+  **slope_z** = OLS slope of the last ``W_s`` z values on bar index.
+* **Hedged spread**: ``h_t = r_A,t - beta_{t-1} r_B,t`` (the return of the position held over bar
+  ``t``, hedged with the previous bar's beta) and ``H_t = H_{t-1} + h_t`` with ``H = 0`` at the first
+  beta. ``abs_delta_S = |h_t|``; **atr_spread** = Wilder ATR with close-only ``TR_t = |h_t|``;
+  **rsi_spread** = Wilder RSI (period ``m``) of ``h``: first average gain/loss are the means of the
+  first ``m`` gains/losses, then Wilder smoothing; ``RSI = 100 - 100 / (1 + G/L)``, 100 when
+  ``L = 0``. **ema_gap_spread** = ``EMA_span(ema_fast_span)(H) - EMA_span(ema_slow_span)(H)``
+  (``alpha = 2 / (span + 1)``, adjust=False, both seeded with the first H). **slope_spread** = OLS
+  slope of the last ``W_s`` values of ``H`` on bar index divided by ``std(x, ddof=1)`` (the z
+  denominator): z-units per bar.
 * **Wilder ATR** (period ``n``): legs ``TR_t = max(H-L, |H-C_{t-1}|, |L-C_{t-1}|)`` in price units,
-  defined from the second bar on (TA-Lib convention: the first bar has no previous close); the first
-  ATR is the mean of the first ``n`` TRs, then ``ATR_t = ((n-1) ATR_{t-1} + TR_t) / n``. Spread:
-  close-only ``TR_t = |S_t - S_{t-1}|``. ``atr_ratio_X = atr_X / median(atr_X over W_m bars)``,
-  ``vol_ratio_spread = atr_spread / median(atr_spread over W_m bars)``; the median windows include
-  the current bar and need ``W_m`` values (NaN if the median is 0).
-* **rsi_spread** (Wilder, period ``m``) on ``dS``: first average gain/loss are the means of the first
-  ``m`` gains/losses, then Wilder smoothing; ``RSI = 100 - 100 / (1 + G/L)``, ``100`` when ``L = 0``.
-* **half_life**: OLS ``dS_t = a + b S_{t-1}`` over the last ``W_z`` pairs ``(S_{t-1}, dS_t)``,
-  ``kappa = -b``, ``half_life = clip(ln 2 / |kappa|, *half_life_clip)`` (``kappa = 0`` gives the upper
-  bound). The spec names no window for it; the spread window ``W_z`` (180) is used.
+  from the second bar on (TA-Lib convention); the first ATR is the mean of the first ``n`` TRs,
+  then ``ATR_t = ((n-1) ATR_{t-1} + TR_t) / n``. ``atr_ratio_X = atr_X / median(atr_X over W_m)``,
+  ``vol_ratio_spread = atr_spread / median(atr_spread over W_m)``; the median windows include the
+  current bar and need ``W_m`` values (NaN if the median is 0).
+* **half_life / kappa**: OLS ``dx_u = a + b x_{u-1}`` over the last ``W_z`` bars of the spread under
+  today's beta, ``x_u = p_A,u - beta_t p_B,u`` (``dx_u = r_A,u - beta_t r_B,u``), from running
+  (co)variances of ``(p_A,u-1, p_B,u-1, r_A,u, r_B,u)``; ``kappa = -b`` (per bar, an extra output);
+  ``half_life = clip(ln 2 / kappa, *half_life_clip)`` for ``kappa > 0`` and the upper clip for
+  ``kappa <= 0`` (not mean reverting; the spec's ``|kappa|`` would give such a spread a short
+  half-life). NaN when the variance of ``x_{u-1}`` is at the rounding level.
 * **rho_rolling** = Pearson correlation of ``r_A`` and ``r_B`` over the last ``W_r`` returns;
   **corr_stability** = ``var(rho_rolling over W_r values, ddof=1)``.
 * **beta_stability** = ``std(beta over W_b values, ddof=1) / (|mean| + beta_stability_eps)``.
-* **ema_gap_spread** = ``EMA_span(ema_fast_span)(S) - EMA_span(ema_slow_span)(S)``,
-  ``alpha = 2 / (span + 1)``, adjust=False, both seeded with the first S.
-* **slope_spread** = OLS slope of the last ``W_s`` values of ``S`` on their bar index, divided by
-  ``std(S over W_z, ddof=1)``; **slope_z** = OLS slope of the last ``W_s`` z values on bar index.
 * Window means and (co)variances are running sums around a shift near the window mean (O(1) per
   bar, corrected two-pass formula), recomputed exactly from the window buffer every window and
   whenever the mean drifts from the shift, so log prices ~7.6 do not cancel catastrophically and
-  no rounding error accumulates along the history (~1e-14 relative); exactly constant windows give
-  exactly zero variance. Rolling medians keep a sorted window (exact order statistics). Details:
+  no rounding error accumulates along the history; exactly constant windows give exactly zero
+  variance. Rolling medians keep a sorted window (exact order statistics). Details:
   ``pairdesk.quant._feature_kernels``.
 * **Warm-up**: every row with index ``t < params.warmup_bars`` is all-NaN (the state still learns
-  from those bars). ``warmup_bars`` is the first index at which every feature is defined for
-  non-degenerate data (377 with the defaults, set by ``slope_z``: beta from 179, z from 358, 20 z).
-  After the warm-up a feature is NaN only on a degenerate window (zero variance, zero median).
+  from those bars). ``warmup_bars`` is the first index at which every output is defined for
+  non-degenerate data (372 with the defaults, set by ``vol_ratio_spread``: beta from bar 179,
+  ``h`` from 180, 14 values for the ATR, then 180 ATRs for the median).
 
 References
 ----------
 spec 004 §特徴量仕様 v1 (formulas, windows, "推奨窓長"), §ラベリング 共通前提/データ品質 (alignment);
-``docs/quant-contracts.md`` §Features v1 (the choices above).
+``docs/quant-contracts.md`` §Features v1 and "Hedge ratio: rolling OLS vs Kalman" (the choices
+above, with the measurements behind them).
 """
 
 from __future__ import annotations
@@ -536,11 +553,12 @@ def compute_features(
     Returns
     -------
     pandas.DataFrame
-        Shape ``(n_common, 21)``, index = the common timestamps (``ts_utc``, UTC), columns exactly
-        :data:`FEATURE_COLUMNS` in order, float64. Rows ``0 .. params.warmup_bars - 1`` are NaN.
-        Units: ``beta`` elasticity; ``spread``, ``abs_delta_S``, ``atr_spread``,
-        ``ema_gap_spread`` log units; ``z``-family in std units; ``atr_A``/``atr_B`` price units;
-        ``half_life`` bars; ``rsi_spread`` 0..100; ratios dimensionless; slopes per bar.
+        Shape ``(n_common, 22)``, index = the common timestamps (``ts_utc``, UTC), columns exactly
+        :data:`OUTPUT_COLUMNS` in order (the 21 :data:`FEATURE_COLUMNS`, then ``kappa``), float64.
+        Rows ``0 .. params.warmup_bars - 1`` are NaN. Units: ``beta`` elasticity; ``spread``,
+        ``abs_delta_S``, ``atr_spread``, ``ema_gap_spread`` log units; ``z``-family in std units;
+        ``slope_spread`` and ``slope_z`` std units per bar; ``atr_A``/``atr_B`` price units;
+        ``half_life`` bars; ``kappa`` per bar; ``rsi_spread`` 0..100; ratios dimensionless.
 
     Raises
     ------

@@ -77,7 +77,7 @@ class LabelParams:
         Number of bar intervals in the speed filter. Default 6.
     theta_speed : float
         Maximum mean ``|Δz|`` per bar over the last ``speed_k`` intervals. Default 0.12 (spec
-        004); ``config/core_policy.yaml`` sets 0.54, the same percentile of the consistent z of
+        004); ``config/core_policy.yaml`` sets 0.57, the same percentile of the consistent z of
         features v1 (docs/quant-contracts.md §Labels, "Speed thresholds").
     """
 
@@ -112,7 +112,7 @@ class RiskLabelParams:
         Default 1.8.
     theta_speed : float
         Threshold on the EMA of ``|Δz|``. Default 0.12 per bar (spec 004);
-        ``config/core_policy.yaml`` sets 0.46, the same percentile of the consistent z of features
+        ``config/core_policy.yaml`` sets 0.49, the same percentile of the consistent z of features
         v1 (docs/quant-contracts.md §Labels, "Speed thresholds").
     speed_ema_half_life : float
         Half-life in bars of that EMA (``alpha = 1 - 2**(-1/h)``). Default 6.
