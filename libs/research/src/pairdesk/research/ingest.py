@@ -3,13 +3,21 @@
 §データソース抽象化レイヤ v1 canonical_bar).
 
 Input: a folder of ``<SYMBOL>_<timeframe>.csv``, ``.csv.gz`` or ``.parquet`` files with columns
-``ts_utc, open, high, low, close[, volume]`` (names case-insensitive; others ignored).
+``ts_utc, open, high, low, close[, volume]`` (names case-insensitive; others ignored), or
+long-format files with a ``symbol`` column.
 
 Choices where the spec is silent
 --------------------------------
 * **Timestamps** must be ISO-8601 text or Parquet timestamps; naive values are UTC, offsets are
-  converted to UTC. They must sit on the timeframe's UTC grid (see
-  :mod:`pairdesk.quant.sessions`); a file whose bars do not is rejected rather than re-bucketed.
+  converted to UTC, a date alone is 00:00Z (the exchange trading date of a daily file). Each
+  symbol's bars must sit on one bar grid -- declared (universe ``bar_anchor``) or inferred from
+  the data (:func:`pairdesk.quant.sessions.infer_bar_anchor`, e.g. MetaTrader 4h/1d bars on
+  New York + 7h); a file whose bars fit no grid is rejected rather than re-bucketed.
+* **Symbols outside the universe** are ingested with the asset-class session defaults
+  (:func:`pairdesk.quant.sessions.default_calendar`); the calendar used is recorded in each
+  partition's ``__meta.json``.
+* **Long format**: a file with a ``symbol`` column holds several symbols (see
+  :func:`read_file_drop`).
 * **Dedupe** is latest-wins on ``(symbol, timeframe, ts_utc)`` within one source: later rows
   of a file win, files of one symbol are read in name order, and a row of the drop wins over the
   row already stored at the same time (each loser counts towards ``data_dedupe_drops_total``).
@@ -35,7 +43,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +51,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pairdesk.quant.dq import PARTITION_COUNT_COLUMNS, DQParams, apply_dq, partition_dq
-from pairdesk.quant.sessions import SessionCalendar, timeframe_to_timedelta
+from pairdesk.quant.sessions import (
+    BarAnchor,
+    SessionCalendar,
+    default_calendar,
+    infer_bar_anchor,
+    timeframe_to_timedelta,
+)
 from pairdesk.research import store as st
 
 __all__ = [
@@ -56,6 +70,14 @@ __all__ = [
 
 _PRICES = ("open", "high", "low", "close")
 _SUFFIXES = (".csv.gz", ".csv", ".parquet")
+_SYMBOL_RE = re.compile(r"\^?[A-Z0-9][A-Z0-9.\-]{0,31}")
+#: File-name words that name a timeframe in long-format files (``sp500_subset_daily.csv.gz``).
+_TF_WORDS = {
+    "1d": ("1d", "d1", "daily", "day"),
+    "1h": ("1h", "h1", "hourly", "60m"),
+    "4h": ("4h", "h4"),
+    "15m": ("15m", "m15"),
+}
 
 
 class IngestError(ValueError):
@@ -75,7 +97,9 @@ def _split_name(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _read_one(path: Path, timeframe: str, step_us: int) -> pd.DataFrame:
+def _read_one(path: Path) -> pd.DataFrame:
+    """One file -> frame indexed by ``ts_utc`` (file order kept), float64 prices/volume and, for
+    a long-format file, a ``symbol`` column (upper-case)."""
     name = path.name
     try:
         raw = (
@@ -109,13 +133,6 @@ def _read_one(path: Path, timeframe: str, step_us: int) -> pd.DataFrame:
         i = int(np.flatnonzero(bad)[0])
         raise IngestError(f"{name}: unparsable ts_utc {str(ts_col.iloc[i])!r} at data row {i + 1}")
     ts = ts.as_unit("us")
-    off = ts.asi8 % step_us != 0
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        raise IngestError(
-            f"{name}: ts_utc {_iso(ts[i])} at data row {i + 1} is not on the {timeframe} grid "
-            f"(bars open at multiples of {timeframe} from 1970-01-01T00:00Z); wrong timeframe?"
-        )
 
     out = pd.DataFrame(index=pd.DatetimeIndex(ts, name="ts_utc"))
     cols = [*_PRICES, "volume"] if "volume" in raw.columns else list(_PRICES)
@@ -146,78 +163,184 @@ def _read_one(path: Path, timeframe: str, step_us: int) -> pd.DataFrame:
         out["volume"] = np.nan
     if (out[list(_PRICES)] <= 0).any(axis=1).all():
         raise IngestError(f"{name}: every row has a zero or negative price")
+    out.attrs["file"] = name
+    if "symbol" in raw.columns:
+        sym = raw["symbol"].astype(str).str.strip().str.upper().to_numpy()
+        bad_sym = np.array([_SYMBOL_RE.fullmatch(x) is None for x in sym])
+        if bad_sym.any():
+            i = int(np.flatnonzero(bad_sym)[0])
+            raise IngestError(f"{name}: invalid symbol at data row {i + 1}")
+        out["symbol"] = sym
     return out
 
 
+def _long_format_tf(name: str) -> str | None:
+    """Timeframe named by a long-format file's words (``sp500_subset_daily.csv.gz`` -> 1d)."""
+    stem = next((name[: -len(suf)] for suf in _SUFFIXES if name.lower().endswith(suf)), None)
+    if stem is None:
+        return None
+    words = set(re.split(r"[_\-.\s]+", stem.lower()))
+    hits = [tf for tf, names in _TF_WORDS.items() if words & set(names)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _check_grid(df: pd.DataFrame, files: Sequence[str], timeframe: str, anchor: BarAnchor) -> None:
+    on = anchor.on_grid(df.index, timeframe)
+    if not on.all():
+        i = int(np.flatnonzero(~on)[0])
+        a = anchor.describe()
+        raise IngestError(
+            f"{files[0] if len(files) == 1 else '/'.join(files)}: ts_utc {_iso(df.index[i])} "
+            f"at data row {i + 1} is not on the {timeframe} grid of bar_anchor "
+            f"{a['timezone']} {a['offset']}; wrong timeframe or bar_anchor?"
+        )
+
+
+def _grid_of(
+    parts: Sequence[pd.DataFrame], timeframe: str, declared: BarAnchor | None
+) -> BarAnchor:
+    """The bar grid of one symbol's file parts: the declared anchor (every row checked) or the
+    inferred one (:func:`pairdesk.quant.sessions.infer_bar_anchor`)."""
+    if declared is not None:
+        for part in parts:
+            _check_grid(part, [str(part.attrs.get("file", "?"))], timeframe, declared)
+        return declared
+    us = np.concatenate([pd.DatetimeIndex(p.index).as_unit("us").asi8 for p in parts])
+    idx = pd.DatetimeIndex(us.astype("datetime64[us]")).tz_localize("UTC")
+    try:
+        return infer_bar_anchor(idx, timeframe)
+    except ValueError:
+        # name the first row that is off the plain UTC grid, in its own file
+        for part in parts:
+            _check_grid(part, [str(part.attrs.get("file", "?"))], timeframe, BarAnchor())
+        raise IngestError(f"timestamps are on no known {timeframe} bar grid") from None
+
+
 def read_file_drop(
-    path: Path, timeframe: str, symbols: Sequence[str] | None = None
+    path: Path,
+    timeframe: str,
+    symbols: Sequence[str] | None = None,
+    bar_anchors: Mapping[str, BarAnchor | None] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Read and canonicalise a file drop.
+
+    Two layouts are read (column names case-insensitive, other columns ignored):
+
+    * one file per symbol, ``<SYMBOL>_<timeframe>.csv|.csv.gz|.parquet`` with columns
+      ``ts_utc, open, high, low, close[, volume]``;
+    * long format: any file with a ``symbol`` column (rows are split by it). A file whose name
+      is not ``<SYMBOL>_<tf>`` is taken as long format for ``timeframe`` when one word of its
+      name names it (``daily``/``d1``/``1d``, ``hourly``/``h1``/``1h``, ``h4``/``4h``,
+      ``m15``/``15m``), e.g. ``sp500_subset_daily.csv.gz``.
+
+    ``ts_utc`` is ISO-8601 text (naive = UTC; a date alone = 00:00Z, the exchange trading date
+    of a daily file) or a Parquet timestamp. Each symbol's bars must lie on one bar grid: the
+    one declared in ``bar_anchors`` or else the one inferred from the data
+    (:func:`pairdesk.quant.sessions.infer_bar_anchor`: UTC epoch, MetaTrader New York + 7h, ...).
 
     Parameters
     ----------
     path : Path
-        Folder holding ``<SYMBOL>_<timeframe>.csv|.csv.gz|.parquet`` files.
+        The drop folder.
     timeframe : str
-        Bar timeframe (``"15m"``, ``"1h"``, ``"4h"``, ...); only files named with it are read.
+        Bar timeframe (``"15m"``, ``"1h"``, ``"4h"``, ``"1d"``); only files of it are read.
     symbols : list of str, optional
-        Symbols to read (case-insensitive); ``None`` or empty = every file of the timeframe.
+        Symbols to read (case-insensitive); ``None`` or empty = every symbol of the timeframe.
+    bar_anchors : mapping SYMBOL -> BarAnchor or None, optional
+        Declared grids (``None``/absent = infer).
 
     Returns
     -------
     dict SYMBOL -> DataFrame
         Index ``ts_utc`` (UTC, unit us, sorted, unique), float64 columns ``open, high, low,
         close, volume`` (volume NaN when absent). ``df.attrs`` holds ``symbol``, ``files``,
-        ``rows_read`` (rows in the files) and ``dedupe_drops`` (rows dropped by latest-wins
-        dedupe on ``ts_utc``). Rows with non-positive prices are kept (DQ drops them).
+        ``rows_read`` (rows in the files), ``dedupe_drops`` (rows dropped by latest-wins
+        dedupe on ``ts_utc``), ``bar_anchor`` (:class:`BarAnchor`) and ``bar_anchor_inferred``
+        (bool). Rows with non-positive prices are kept (DQ drops them).
 
     Raises
     ------
     IngestError
-        Missing folder, bad timeframe, no file for the timeframe, a requested symbol without a
-        file, missing columns, unparsable/off-grid timestamps, NaN/non-numeric/infinite prices,
+        Missing folder, bad timeframe, no file for the timeframe, a requested symbol without
+        data, missing columns, unparsable/off-grid timestamps, NaN/non-numeric/infinite prices,
         an empty file or a file whose every row has a non-positive price.
     """
     try:
-        step = timeframe_to_timedelta(timeframe)
+        timeframe_to_timedelta(timeframe)
     except ValueError as exc:
         raise IngestError(str(exc)) from exc
-    step_us = int(step.value // 1000)
     folder = Path(path)
     if not folder.is_dir():
         raise IngestError(f"file-drop folder not found: {folder}")
     by_symbol: dict[str, list[Path]] = {}
+    long_files: list[Path] = []
     other_tf: set[str] = set()
     for f in sorted(folder.iterdir()):
-        parsed = _split_name(f.name) if f.is_file() else None
+        if not f.is_file():
+            continue
+        parsed = _split_name(f.name)
         if parsed is None:
+            if _long_format_tf(f.name) == timeframe:
+                long_files.append(f)
             continue
         sym, tf = parsed
         if tf == timeframe:
             by_symbol.setdefault(sym, []).append(f)
         else:
             other_tf.add(tf)
-    if symbols:
-        wanted = [s.strip().upper() for s in symbols]
+    if not by_symbol and not long_files:
+        hint = f" (files exist for timeframe(s) {', '.join(sorted(other_tf))})" if other_tf else ""
+        raise IngestError(f"no <SYMBOL>_{timeframe}.csv/.csv.gz/.parquet files in {folder}{hint}")
+    wanted = [s.strip().upper() for s in symbols] if symbols else None
+    if wanted and not long_files:
         unknown = [s for s in wanted if s not in by_symbol]
         if unknown:
             raise IngestError(
                 f"unknown symbol(s) {', '.join(unknown)}: no {unknown[0]}_{timeframe}.csv/.csv.gz/.parquet in {folder}"
             )
-    else:
-        wanted = sorted(by_symbol)
-        if not wanted:
-            hint = (
-                f" (files exist for timeframe(s) {', '.join(sorted(other_tf))})" if other_tf else ""
-            )
-            raise IngestError(
-                f"no <SYMBOL>_{timeframe}.csv/.csv.gz/.parquet files in {folder}{hint}"
-            )
 
+    parts: dict[str, list[pd.DataFrame]] = {}
+    names: dict[str, list[str]] = {}
+    for f in sorted([*(p for ps in by_symbol.values() for p in ps), *long_files]):
+        parsed = _split_name(f.name)
+        if parsed is not None and wanted is not None and parsed[0] not in wanted:
+            continue
+        df = _read_one(f)
+        if "symbol" in df.columns:
+            if parsed is None and df.empty:
+                continue
+            for sym_obj, grp in df.groupby("symbol", sort=True):
+                key = str(sym_obj)
+                if wanted is not None and key not in wanted:
+                    continue
+                g = grp.drop(columns=["symbol"])
+                g.attrs["file"] = f.name
+                parts.setdefault(key, []).append(g)
+                names.setdefault(key, []).append(f.name)
+        elif parsed is None:
+            raise IngestError(
+                f"{f.name}: no symbol column and the name is not <SYMBOL>_<timeframe>"
+            )
+        else:
+            parts.setdefault(parsed[0], []).append(df)
+            names.setdefault(parsed[0], []).append(f.name)
+    if wanted:
+        unknown = [s for s in wanted if s not in parts]
+        if unknown:
+            raise IngestError(
+                f"unknown symbol(s) {', '.join(unknown)}: no {unknown[0]}_{timeframe}.csv/.csv.gz/.parquet in {folder}"
+            )
+    order = list(dict.fromkeys(wanted)) if wanted else sorted(parts)
+    if not order:
+        raise IngestError(f"no <SYMBOL>_{timeframe} data in {folder}")
+
+    anchors = {str(k).upper(): v for k, v in (bar_anchors or {}).items()}
     out: dict[str, pd.DataFrame] = {}
-    for sym in dict.fromkeys(wanted):
-        parts = [_read_one(f, timeframe, step_us) for f in by_symbol[sym]]
-        df = pd.concat(parts) if len(parts) > 1 else parts[0]
+    for sym in order:
+        sparts = parts[sym]
+        declared = anchors.get(sym)
+        grid = _grid_of(sparts, timeframe, declared)
+        df = pd.concat(sparts) if len(sparts) > 1 else sparts[0]
         rows = len(df)
         # stable sort keeps file order among equal timestamps, so keep="last" = latest received
         df = df.iloc[np.argsort(pd.DatetimeIndex(df.index).asi8, kind="stable")]
@@ -225,9 +348,11 @@ def read_file_drop(
         df = df.loc[~dup].copy()
         df.attrs = {
             "symbol": sym,
-            "files": [f.name for f in by_symbol[sym]],
+            "files": list(dict.fromkeys(names[sym])),
             "rows_read": rows,
             "dedupe_drops": int(dup.sum()),
+            "bar_anchor": grid,
+            "bar_anchor_inferred": declared is None,
         }
         out[sym] = df
     return out
@@ -374,7 +499,10 @@ def ingest(
     store_dir : Path
         Store root (created if missing); layout in :mod:`pairdesk.research.store`.
     universe_calendars : mapping SYMBOL -> SessionCalendar
-        Session calendar of every ingested symbol (from ``universe.yaml`` ``trading_hours``).
+        Declared session calendars (from a universe file). A symbol not in it gets the
+        asset-class defaults (:func:`pairdesk.quant.sessions.default_calendar`, class inferred
+        from the symbol). A calendar's ``bar_anchor`` is checked against the data; when it is
+        ``None`` the grid is inferred from the data (:func:`read_file_drop`).
     dq_params : DQParams, optional
         DQ rules and quarantine thresholds (``config/pipeline_policy.yaml``).
     source_id : str
@@ -389,22 +517,31 @@ def ingest(
     Raises
     ------
     IngestError
-        Any :func:`read_file_drop` error, or a symbol without a session calendar. Raised before
-        anything is written.
+        Any :func:`read_file_drop` error. Raised before anything is written.
     OSError
         A write failure; files already replaced are complete and consistent, the others keep
         their previous content, and no temporary file is left behind. Re-running repairs it.
     """
     params = dq_params or DQParams()
-    frames = read_file_drop(Path(source_dir), timeframe, symbols)
-    cals = {str(k).upper(): v for k, v in universe_calendars.items()}
-    no_cal = [s for s in frames if s not in cals]
-    if no_cal:
-        raise IngestError(
-            f"no session calendar for symbol(s) {', '.join(no_cal)}; add them to universe.yaml"
-        )
     if not source_id or not isinstance(source_id, str):
         raise IngestError("source_id must be a non-empty string")
+    declared = {str(k).upper(): v for k, v in universe_calendars.items()}
+    frames = read_file_drop(
+        Path(source_dir),
+        timeframe,
+        symbols,
+        bar_anchors={k: c.bar_anchor for k, c in declared.items()},
+    )
+    cals: dict[str, SessionCalendar] = {}
+    for sym, df in frames.items():
+        grid = df.attrs["bar_anchor"]
+        if sym in declared:
+            cals[sym] = replace(declared[sym], bar_anchor=grid)
+        else:
+            try:
+                cals[sym] = default_calendar(sym, bar_anchor=grid, daily=timeframe == "1d")
+            except ValueError as exc:
+                raise IngestError(f"{sym}: no session calendar ({exc})") from exc
     run_id = _run_id(source_id, timeframe, frames)
     clock = (now or datetime.now(UTC)).astimezone(UTC)
     refreshed = clock.strftime("%Y-%m-%dT%H:%M:%SZ")

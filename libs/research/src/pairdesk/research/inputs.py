@@ -21,6 +21,9 @@ import pandas as pd
 from pairdesk.quant.costs import CostModel
 from pairdesk.quant.features import compute_features
 from pairdesk.quant.labels import ai1_candidates
+from pairdesk.quant.portfolio import PairInputs as EnginePairInputs
+from pairdesk.quant.portfolio import PortfolioParams
+from pairdesk.research.config import CONFIG_DIR, load_policy, load_yaml
 from pairdesk.research.provenance import Period, frame_hash
 from pairdesk.research.settings import ResearchSettings
 from pairdesk.research.store import list_partitions, load_pair, partition_file, read_partition
@@ -92,6 +95,61 @@ class PairInputs:
             "costs": self.costs,
             "min_notional_usd": self.pair.min_notional_usd,
         }
+
+
+    def portfolio_inputs(
+        self,
+        *,
+        return_prob: np.ndarray,
+        risk_score: np.ndarray,
+        risk_label: np.ndarray | None = None,
+        margin_requirement: float = 0.0,
+    ) -> EnginePairInputs:
+        """This pair as one input of :func:`pairdesk.quant.portfolio.run_portfolio` /
+        ``grid_search_portfolio`` (the arrays of :meth:`engine_inputs`; ``risk_label`` shape (n,)
+        0/1/NaN for the AI2 false-positive counters; ``margin_requirement`` per USD of gross
+        notional)."""
+        kw = self.engine_inputs(return_prob=return_prob, risk_score=risk_score)
+        leg_a, leg_b = kw["legs"]
+        return EnginePairInputs(
+            pair_id=self.pair.pair_id,
+            ts=kw["ts"],
+            close_a=kw["close_a"],
+            close_b=kw["close_b"],
+            z=kw["z"],
+            beta=kw["beta"],
+            return_prob=kw["return_prob"],
+            risk_score=kw["risk_score"],
+            tradable=kw["tradable"],
+            leg_a=leg_a,
+            leg_b=leg_b,
+            min_notional_usd=self.pair.min_notional_usd,
+            margin_requirement=float(margin_requirement),
+            risk_label=risk_label,
+        )
+
+
+def portfolio_params(settings: ResearchSettings, config_dir: Path = CONFIG_DIR) -> PortfolioParams:
+    """Caps, maintenance margin (``backtest_policy.yaml`` ``portfolio``) and the drawdown policy
+    (``dd_policy.yaml``) of the portfolio backtest."""
+    bt = settings.raw.get("backtest", {})
+    return PortfolioParams.from_policy(
+        {"portfolio": {"value": dict(bt.get("portfolio") or {})}},
+        load_policy(config_dir / "dd_policy.yaml"),
+    )
+
+
+def margin_requirements(universe: Path) -> dict[str, float]:
+    """``constraints.margin_requirement`` per pair id of a universe file (pairs without one are
+    left out: no margin check for them)."""
+    raw = load_yaml(universe)
+    out: dict[str, float] = {}
+    for p in raw.get("pairs") or [] if isinstance(raw, dict) else []:
+        if isinstance(p, dict) and "pair_id" in p:
+            m = (p.get("constraints") or {}).get("margin_requirement")
+            if m is not None:
+                out[str(p["pair_id"])] = float(m)
+    return out
 
 
 def imputed_mask(store_dir: Path, symbol: str, timeframe: str, index: pd.Index) -> np.ndarray:

@@ -3,7 +3,7 @@
 
 ``bt run`` writes ``bt_summary``, ``bt_trades`` and ``bt_daily_equity`` as CSV and Parquet — per
 pair (``scope = pair``) and, for a universe of two or more pairs, for the portfolio of the pairs
-(``pair_id = PORTFOLIO``, ``scope = portfolio``; :mod:`pairdesk.research.combine`) — each row
+(``pair_id = PORTFOLIO``, ``scope = portfolio``; :func:`pairdesk.quant.portfolio.run_portfolio`) — each row
 stamped with ``run_id, model_version, feature_schema_hash, data_hash, code_hash, params_hash,
 seed, in_sample``, plus ``report.html`` (portfolio) and ``report_<pair_id>.html``. The KPI dicts
 returned (and printed by the CLI) are the ones written to ``bt_summary``.
@@ -12,31 +12,37 @@ returned (and printed by the CLI) are the ones written to ``bt_summary``.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-from pairdesk.quant.backtest import BacktestResult, run_backtest
+from pairdesk.quant.costs import CostModel
 from pairdesk.quant.metrics import adoption_check
 from pairdesk.quant.models import TrainedModel
+from pairdesk.quant.portfolio import PORTFOLIO_ID, BacktestCounters, PortfolioResult, run_portfolio
 from pairdesk.quant.stats import bootstrap_kpis, moving_block_bootstrap_indices
-from pairdesk.research.combine import PORTFOLIO_ID, combine, drawdown_events, ruin
-from pairdesk.research.config import CONFIG_DIR, load_policy, load_yaml
+from pairdesk.research.config import load_yaml
 from pairdesk.research.ingest import IngestReport, ingest
-from pairdesk.research.inputs import drop_trailing_imputed, load_pair_inputs
+from pairdesk.research.inputs import (
+    drop_trailing_imputed,
+    load_pair_inputs,
+    margin_requirements,
+    portfolio_params,
+)
 from pairdesk.research.provenance import code_hash, parse_period, sha256_json
 from pairdesk.research.report import render_portfolio_report, render_report
 from pairdesk.research.settings import load_settings
 from pairdesk.research.train import Progress, feature_schema, predict_signals, train
-from pairdesk.research.universe import TIMEFRAME_MINUTES, load_universe
+from pairdesk.research.universe import TIMEFRAME_MINUTES, load_universe, universe_calendars
 
 #: KPI rows printed and written, in order: (bt_summary column, label).
 KPI_ROWS: tuple[tuple[str, str], ...] = (
@@ -74,13 +80,10 @@ def staged_output(out: Path) -> Iterator[Path]:
 
 
 def run_ingest(*, path: Path, store: Path, timeframe: str, symbols: list[str] | None, universe: Path) -> IngestReport:
-    """Ingest a file drop into the Parquet store (calendars from ``universe``; DQ from pipeline_policy)."""
+    """Ingest a file drop into the Parquet store (calendars of the symbols and pair legs of
+    ``universe``, asset-class defaults for other symbols; DQ from pipeline_policy)."""
     settings = load_settings(timeframe)
-    calendars: dict[str, Any] = {}
-    for pair in load_universe(universe):
-        for leg in (pair.leg_a, pair.leg_b):
-            calendars[leg.symbol] = leg.calendar
-    return ingest(path, timeframe, symbols, store, calendars, settings.dq)
+    return ingest(path, timeframe, symbols, store, universe_calendars(universe), settings.dq)
 
 
 def run_train(
@@ -101,7 +104,7 @@ def run_train(
     cost_table = load_yaml(cost)
     with staged_output(out) as tmp:
         return train(pairs, store_dir=store, period=per, settings=settings, out_dir=tmp,
-                     cost_table=cost_table, progress=progress)
+                     cost_table=cost_table, progress=progress, margin=margin_requirements(universe))
 
 
 def _stamped(df: pd.DataFrame, pair_id: str, stamps: dict[str, Any], scope: str = "pair") -> pd.DataFrame:
@@ -202,8 +205,16 @@ def run_backtest_cli(
     run_id: str | None = None,
     allow_in_sample: bool = False,
 ) -> dict[str, Any]:
-    """``bt run``: backtest the combined rule over ``period`` with the models in ``model_dir``, every
-    pair of the universe, and their portfolio (:mod:`pairdesk.research.combine`).
+    """``bt run``: backtest the combined rule over ``period`` with the models in ``model_dir``: every
+    pair of the universe in one portfolio (:func:`pairdesk.quant.portfolio.run_portfolio`: one
+    clock, shared capital ``E_0``, caps from ``backtest_policy.yaml`` ``portfolio``, margin from
+    the universe's ``constraints.margin_requirement``, ruin, the ``dd_policy.yaml`` levels
+    enforced in the simulation).
+
+    The portfolio KPIs are the ones that count (adoption rule); their 95% CIs resample bars of
+    the clock in blocks of ``block_bootstrap_size_bars``. Per-pair KPIs are diagnostics on ``E_0 +``
+    the pair's daily PnL, their CIs resample days in blocks of ``ceil(block / bars_per_day)``. A
+    one-pair universe writes one row per table: the pair, whose KPIs are the portfolio's.
 
     Outputs in ``out`` (CSV + Parquet): ``bt_summary`` — one row per pair (``scope = pair``) and,
     with two or more pairs, first the portfolio row (``pair_id = PORTFOLIO``, ``scope =
@@ -287,15 +298,13 @@ def run_backtest_cli(
         "params_hash": sha256_json(run_params),
         "seed": seed,
     }
-    dd_levels = _dd_levels()
     bar = pd.Timedelta(minutes=TIMEFRAME_MINUTES[timeframe])
     warmup_from = per.start - 3 * settings.features.warmup_bars * bar
-    summaries, trades_all, equity_all = [], [], []
     result: dict[str, Any] = {"period": str(per), "pairs": {}, "out": str(out), "in_sample": bool(in_sample),
                               "warnings": warnings}
-    reports: list[tuple[str, dict[str, Any]]] = []
-    pair_results: list[tuple[str, BacktestResult]] = []
-    halt_counts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    margin = margin_requirements(universe)
+    engine_pairs = []
+    views: dict[str, dict[str, Any]] = {}
     data_hashes: dict[str, str] = {}
     for pair in pairs:
         inp = load_pair_inputs(pair, store_dir=store, period=per, settings=settings, cost_table=cost_table,
@@ -306,97 +315,106 @@ def run_backtest_cli(
             raise ValueError(f"{pair.pair_id}: fewer than 2 bars in {per}")
         sub = inp.slice(in_period)
         rprob, risk = rprob[in_period], risk[in_period]
-        eng = sub.engine_inputs(return_prob=rprob, risk_score=risk)
-        res: BacktestResult = run_backtest(**eng, params=bt_params)
-        pair_results.append((pair.pair_id, res))
-        trades = res.trades
-        kpi_params = settings.kpi_params_for(res.ts)
-        kpis = res.kpis(kpi_params)
-        ci = bootstrap_kpis(res.bar_pnl, res.ts, trades["bar_exit"].to_numpy(np.int64), trades["pnl"].to_numpy(),
-                            trades["return_on_capital"].to_numpy(), initial_capital=res.initial_capital,
-                            bar_ns=res.bar_ns, block=block, n_samples=n_boot, seed=seed, params=kpi_params)
-        cand = np.isfinite(eng["return_prob"]) & eng["tradable"]
-        passed = cand & (eng["return_prob"] > th1)
-        veto = passed & ~(eng["risk_score"] < th2)
-        halt_counts.append((np.asarray(res.ts, dtype=np.int64), passed, veto))
-        ci["halt_rate"] = _halt_rate_ci(passed.astype(np.int64), veto.astype(np.int64), block, n_boot, seed)
-        adoption = _adoption(kpis, settings.adoption)
+        ep = sub.portfolio_inputs(return_prob=rprob, risk_score=risk,
+                                  margin_requirement=margin.get(pair.pair_id, 0.0))
+        engine_pairs.append(ep)
         data_hashes[pair.pair_id] = inp.data_hash
-        stamps: dict[str, Any] = {**stamps_common, "data_hash": inp.data_hash, "in_sample": bool(in_sample)}
-        row: dict[str, Any] = {"pair_id": pair.pair_id, "scope": "pair", "period": str(per), "timeframe": timeframe,
-                               "trades": len(trades), "theta1": th1, "theta2": th2,
-                               "latency_bars": bt_params.latency_bars, **_summary_row(kpis, ci)}
-        row.update({"ann_return_simple": kpis["ann_return_simple"], "fp_rate_ai2": kpis["fp_rate_ai2"],
-                    "total_pnl": float(trades["pnl"].sum()),
-                    "sharpe_periods_per_year": kpi_params.periods_per_year, "candidates": res.counters.candidates,
-                    "passed_theta1": res.counters.passed_theta1, "vetoed_by_ai2": res.counters.vetoed_by_ai2,
-                    "entries": res.counters.entries, "adoption_passed": adoption["passed"], **stamps})
-        summaries.append(row)
-        trades_all.append(_stamped(trades, pair.pair_id, stamps))
-        deq = res.daily_equity()
-        equity_all.append(_stamped(deq, pair.pair_id, stamps))
-        kpi_rows = [{"kpi": key, "label": label, "value": kpis[key], "ci_low": ci[key][0], "ci_high": ci[key][1]}
-                    for key, label in KPI_ROWS]
-        c = res.counters
-        funnel = {"candidates": c.candidates, "passed_theta1": c.passed_theta1, "vetoed_by_ai2": c.vetoed_by_ai2,
-                  "entries": c.entries,
-                  "max_return_prob": float(np.nanmax(rprob)) if np.isfinite(rprob).any() else float("nan")}
-        result["pairs"][pair.pair_id] = {
-            "theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps,
-            "funnel": funnel, "total_pnl": float(trades["pnl"].sum()), "trades": len(trades),
-            "dd_events": drawdown_events(res.ts, res.equity, res.initial_capital, dd_levels),
-            "ruin": ruin(res.ts, res.equity)}
-        reports.append((pair.pair_id, {"kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps,
-                                       "daily_equity": deq, "trades": trades, "z": sub.features["z"],
-                                       "signals": pd.DataFrame({"return_prob": rprob, "risk_score": risk},
-                                                               index=sub.features.index),
-                                       "thresholds": {"theta1": th1, "theta2": th2}}))
-
-    # --- the portfolio of the pairs (shared capital, one clock) -------------------------------------
-    port = combine(pair_results)
+        prob_e, risk_e = np.asarray(ep.return_prob), np.asarray(ep.risk_score)
+        passed = np.isfinite(prob_e) & np.asarray(ep.tradable) & (prob_e > th1)
+        views[pair.pair_id] = {"sub": sub, "rprob": rprob, "risk": risk, "passed": passed,
+                               "veto": passed & ~(risk_e < th2)}
+    costs = CostModel.from_mapping(cost_table, sorted({s for p in pairs for s in (p.leg_a.symbol, p.leg_b.symbol)}))
+    port: PortfolioResult = run_portfolio(engine_pairs, costs, bt_params, portfolio_params(settings))
+    e0 = port.initial_capital
     kpi_params = settings.kpi_params_for(port.ts)
+    trades = port.trades
+    pair_index = {pid: i for i, pid in enumerate(port.pair_ids)}
+    exit_open = np.zeros(len(trades), dtype=np.int64)
+    for pid, i in pair_index.items():
+        sel = (trades["pair_id"] == pid).to_numpy()
+        exit_open[sel] = port.pair_ts[i][trades.loc[sel, "bar_exit"].to_numpy(np.int64)]
+
+    # --- portfolio KPIs and block-bootstrap CIs (bars of the clock resampled) ------------------------
     pk = port.kpis(kpi_params)
-    pci = bootstrap_kpis(port.bar_pnl, port.ts, port.trades["bar_exit_portfolio"].to_numpy(np.int64),
-                         port.trades["pnl"].to_numpy(), port.trades["return_on_capital"].to_numpy(),
-                         initial_capital=port.initial_capital, bar_ns=port.bar_ns, block=block, n_samples=n_boot,
-                         seed=seed, params=kpi_params)
+    bar_pnl = np.diff(port.equity, prepend=e0)
+    pci = bootstrap_kpis(bar_pnl, port.ts, np.searchsorted(port.ts, exit_open), trades["pnl"].to_numpy(),
+                         trades["return_on_capital"].to_numpy(), initial_capital=e0, bar_ns=port.bar_ns,
+                         block=block, n_samples=n_boot, seed=seed, params=kpi_params)
     passed_u = np.zeros(len(port.ts), dtype=np.int64)
     veto_u = np.zeros(len(port.ts), dtype=np.int64)
-    for ts_p, passed, veto in halt_counts:
-        pos = np.searchsorted(port.ts, ts_p)
-        np.add.at(passed_u, pos, passed.astype(np.int64))
-        np.add.at(veto_u, pos, veto.astype(np.int64))
+    for pid, v in views.items():
+        pos = np.searchsorted(port.ts, np.asarray(port.pair_ts[pair_index[pid]], dtype=np.int64))
+        np.add.at(passed_u, pos, v["passed"].astype(np.int64))
+        np.add.at(veto_u, pos, v["veto"].astype(np.int64))
     pci["halt_rate"] = _halt_rate_ci(passed_u, veto_u, block, n_boot, seed)
     p_adoption = _adoption(pk, settings.adoption)
     p_hash = next(iter(data_hashes.values())) if len(data_hashes) == 1 else sha256_json(data_hashes)
     p_stamps: dict[str, Any] = {**stamps_common, "data_hash": p_hash, "in_sample": bool(in_sample)}
-    p_kpi_rows = [{"kpi": key, "label": label, "value": pk[key], "ci_low": pci[key][0], "ci_high": pci[key][1]}
-                  for key, label in KPI_ROWS]
-    pc = port.counters
-    p_events = drawdown_events(port.ts, port.equity, port.initial_capital, dd_levels)
-    p_ruin = ruin(port.ts, port.equity)
-    pair_pnl = {pid: float(port.pair_pnl[pid].iloc[-1]) for pid in port.pair_pnl.columns}
+    p_kpi_rows = _kpi_rows(pk, pci)
+    ev = port.dd_events
+    events = [{"ts": pd.Timestamp(t).isoformat(), "scope": str(sc), "level": str(lv), "dd": float(d)}
+              for t, sc, lv, d in zip(ev["ts"], ev["scope"], ev["level"], ev["dd"], strict=True)]
+    ruin_ts = None if port.ruin_ts is None else pd.Timestamp(port.ruin_ts).isoformat()
+    p_deq = port.daily_equity()
+    multi = len(pairs) > 1
+
+    # --- per pair (diagnostics): KPIs on E_0 + the pair's daily PnL, CIs resampling days -------------
+    summaries: list[dict[str, Any]] = []
+    trades_all: list[pd.DataFrame] = []
+    equity_all: list[pd.DataFrame] = []
+    reports: list[tuple[str, dict[str, Any]]] = []
+    day_block = max(1, math.ceil(block / settings.bars_per_day))
+    for pid, v in views.items():
+        c = port.counters[pid]
+        t = trades[trades["pair_id"] == pid].reset_index(drop=True)
+        stamps: dict[str, Any] = {**stamps_common, "data_hash": data_hashes[pid], "in_sample": bool(in_sample)}
+        deq = _pair_daily_equity(port.pair_daily_pnl[pid], e0)
+        if multi:
+            kpis = port.pair_kpis(pid, kpi_params)
+            day_ts = pd.DatetimeIndex(pd.to_datetime(deq["date"]), tz="UTC").as_unit("ns").asi8
+            exit_day = np.asarray(pd.to_datetime(exit_open[(trades["pair_id"] == pid).to_numpy()], utc=True)
+                                  .floor("D").as_unit("ns").asi8)
+            ci = bootstrap_kpis(np.diff(deq["equity"].to_numpy(), prepend=e0), day_ts,
+                                np.searchsorted(day_ts, exit_day), t["pnl"].to_numpy(),
+                                t["return_on_capital"].to_numpy(), initial_capital=e0, bar_ns=86_400_000_000_000,
+                                block=day_block, n_samples=n_boot, seed=seed, params=kpi_params)
+            ci["halt_rate"] = _halt_rate_ci(v["passed"].astype(np.int64), v["veto"].astype(np.int64), block,
+                                            n_boot, seed)
+        else:
+            kpis, ci, deq = pk, pci, p_deq
+        adoption = _adoption(kpis, settings.adoption)
+        row = _row(pid, "pair", per, timeframe, len(t), th1, th2, bt_params.latency_bars, kpis, ci, c,
+                   float(t["pnl"].sum()), adoption["passed"], kpi_params.periods_per_year, stamps)
+        summaries.append(row)
+        trades_all.append(_stamped(t, pid, stamps))
+        equity_all.append(_stamped(deq, pid, stamps))
+        kpi_rows = _kpi_rows(kpis, ci)
+        rprob = v["rprob"]
+        funnel = _funnel(c, float(np.nanmax(rprob)) if np.isfinite(rprob).any() else float("nan"))
+        result["pairs"][pid] = {"theta1": th1, "theta2": th2, "kpi_rows": kpi_rows, "adoption": adoption,
+                                "stamps": stamps, "funnel": funnel, "total_pnl": float(t["pnl"].sum()),
+                                "trades": len(t)}
+        sub = v["sub"]
+        reports.append((pid, {"kpi_rows": kpi_rows, "adoption": adoption, "stamps": stamps, "daily_equity": deq,
+                              "trades": t, "z": sub.features["z"],
+                              "signals": pd.DataFrame({"return_prob": rprob, "risk_score": v["risk"]},
+                                                      index=sub.features.index),
+                              "thresholds": {"theta1": th1, "theta2": th2}}))
+    pc = port.counters[PORTFOLIO_ID]
     result["portfolio"] = {
         "theta1": th1, "theta2": th2, "kpi_rows": p_kpi_rows, "adoption": p_adoption, "stamps": p_stamps,
-        "funnel": {"candidates": pc["candidates"], "passed_theta1": pc["passed_theta1"],
-                   "vetoed_by_ai2": pc["vetoed_by_ai2"], "entries": pc["entries"],
-                   "max_return_prob": max((r["funnel"]["max_return_prob"] for r in result["pairs"].values()),
-                                          default=float("nan"))},
-        "dd_events": p_events, "ruin": p_ruin, "pair_pnl": pair_pnl, "n_pairs": len(pairs),
-        "trades": len(port.trades), "total_pnl": float(port.trades["pnl"].sum()),
+        "funnel": _funnel(pc, max((r["funnel"]["max_return_prob"] for r in result["pairs"].values()),
+                                  default=float("nan"))),
+        "dd_events": events, "ruin": ruin_ts, "n_pairs": len(pairs), "trades": len(trades),
+        "total_pnl": float(trades["pnl"].sum()),
     }
-    p_deq = port.daily_equity()
-    if len(pairs) > 1:
-        p_row: dict[str, Any] = {"pair_id": PORTFOLIO_ID, "scope": "portfolio", "period": str(per),
-                                 "timeframe": timeframe, "trades": len(port.trades), "theta1": th1, "theta2": th2,
-                                 "latency_bars": bt_params.latency_bars, **_summary_row(pk, pci)}
-        p_row.update({"ann_return_simple": pk["ann_return_simple"], "fp_rate_ai2": pk["fp_rate_ai2"],
-                      "total_pnl": float(port.trades["pnl"].sum()),
-                      "sharpe_periods_per_year": kpi_params.periods_per_year, "candidates": pc["candidates"],
-                      "passed_theta1": pc["passed_theta1"], "vetoed_by_ai2": pc["vetoed_by_ai2"],
-                      "entries": pc["entries"], "adoption_passed": p_adoption["passed"], **p_stamps})
-        summaries.insert(0, p_row)
+    if multi:
+        summaries.insert(0, _row(PORTFOLIO_ID, "portfolio", per, timeframe, len(trades), th1, th2,
+                                 bt_params.latency_bars, pk, pci, pc, float(trades["pnl"].sum()),
+                                 p_adoption["passed"], kpi_params.periods_per_year, p_stamps))
         equity_all.insert(0, _stamped(p_deq, PORTFOLIO_ID, p_stamps, scope="portfolio"))
+    for r in summaries:
+        r["ruined"] = bool(port.ruined) if r["scope"] == "portfolio" or not multi else False
 
     title_tag = "IN-SAMPLE " if in_sample else ""
     with staged_output(out) as tmp:
@@ -409,10 +427,10 @@ def run_backtest_cli(
                          for r in summaries if r["scope"] == "pair"]
         render_portfolio_report(
             tmp / "report.html",
-            title=f"{title_tag}Pairdesk portfolio backtest ({len(pairs)} pair{'s' if len(pairs) > 1 else ''}) {per}",
+            title=f"{title_tag}Pairdesk portfolio backtest ({len(pairs)} pair{'s' if multi else ''}) {per}",
             in_sample=bool(in_sample), kpi_rows=p_kpi_rows, adoption=p_adoption, stamps=p_stamps,
             daily_equity=p_deq, pair_daily_equity={pid: rep["daily_equity"] for pid, rep in reports},
-            pair_rows=per_pair_rows, funnel=result["portfolio"]["funnel"], dd_events=p_events, ruin_ts=p_ruin,
+            pair_rows=per_pair_rows, funnel=result["portfolio"]["funnel"], dd_events=events, ruin_ts=ruin_ts,
             warnings=warnings, candidates=_scan_candidates(universe),
         )
         for pair_id, rep in reports:
@@ -420,20 +438,43 @@ def run_backtest_cli(
                           **rep)
         (tmp / "run.json").write_text(json.dumps(
             {"params": run_params, **stamps_common, "in_sample": bool(in_sample), "warnings": warnings,
-             "portfolio": {"dd_events": p_events, "ruin": p_ruin, "pair_pnl": pair_pnl},
-             "pairs": {pid: {"dd_events": r["dd_events"], "ruin": r["ruin"]} for pid, r in result["pairs"].items()}},
+             "portfolio": {"dd_events": events, "ruined": bool(port.ruined), "ruin_ts": ruin_ts,
+                           "counters": {k: asdict(cv) for k, cv in port.counters.items()}}},
             indent=2, default=str))
     result["report"] = str(out / "report.html")
     return result
 
 
+def _kpi_rows(kpis: dict[str, float], ci: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+    return [{"kpi": key, "label": label, "value": kpis[key], "ci_low": ci[key][0], "ci_high": ci[key][1]}
+            for key, label in KPI_ROWS]
+
+
+def _funnel(c: BacktestCounters, max_return_prob: float) -> dict[str, Any]:
+    return {"candidates": c.candidates, "passed_theta1": c.passed_theta1, "vetoed_by_ai2": c.vetoed_by_ai2,
+            "entries": c.entries, "blocked": c.blocked, "refused": c.refused, "max_return_prob": max_return_prob}
+
+
+def _pair_daily_equity(daily_pnl: pd.Series, e0: float) -> pd.DataFrame:
+    """``date, equity, dd`` of one pair on the shared capital: ``E_0 +`` its daily cumulative PnL,
+    ``dd`` in units of ``E_0`` from the running peak (``E_0`` included), as the portfolio's."""
+    eq = e0 + daily_pnl.to_numpy(np.float64)
+    peak = np.maximum.accumulate(np.r_[e0, eq])[1:]
+    return pd.DataFrame({"date": list(daily_pnl.index), "equity": eq, "dd": (peak - eq) / e0})
+
+
+def _row(pair_id: str, scope: str, per: Any, timeframe: str, n_trades: int, th1: float, th2: float, latency: int,
+         kpis: dict[str, float], ci: dict[str, tuple[float, float]], c: BacktestCounters, total_pnl: float,
+         adopted: bool, periods_per_year: float, stamps: dict[str, Any]) -> dict[str, Any]:
+    """One bt_summary row."""
+    return {"pair_id": pair_id, "scope": scope, "period": str(per), "timeframe": timeframe, "trades": n_trades,
+            "theta1": th1, "theta2": th2, "latency_bars": latency, **_summary_row(kpis, ci),
+            "ann_return_simple": kpis["ann_return_simple"], "fp_rate_ai2": kpis["fp_rate_ai2"],
+            "total_pnl": total_pnl, "sharpe_periods_per_year": periods_per_year, "candidates": c.candidates,
+            "passed_theta1": c.passed_theta1, "vetoed_by_ai2": c.vetoed_by_ai2, "entries": c.entries,
+            "blocked": c.blocked, "refused": c.refused, "adoption_passed": adopted, **stamps}
+
+
 #: Columns of the per-pair table (printed and in report.html), from the pair's bt_summary row.
 PAIR_TABLE_COLUMNS: tuple[str, ...] = ("trades", "total_pnl", "ann_return", "sharpe", "max_dd", "win_rate",
                                        "halt_rate", "adoption_passed")
-
-
-def _dd_levels() -> dict[str, float]:
-    """``WARN/HALT/FLATTEN`` portfolio drawdown levels of ``config/dd_policy.yaml``."""
-    pol = load_policy(CONFIG_DIR / "dd_policy.yaml")
-    return {"WARN": float(pol["dd_warn_portfolio"]), "HALT": float(pol["dd_halt_portfolio"]),
-            "FLATTEN": float(pol["dd_flatten_portfolio"])}

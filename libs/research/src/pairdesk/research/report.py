@@ -178,8 +178,10 @@ def render_portfolio_report(
     pair_daily_equity : pair id → that pair's ``date, equity, dd`` (each on the shared capital).
     pair_rows : per pair ``pair_id`` + the columns of the per-pair table (``total_pnl`` USD).
     funnel : summed ``candidates, passed_theta1, vetoed_by_ai2, entries``.
-    dd_events : from :func:`pairdesk.research.combine.drawdown_events`.
-    ruin_ts : first bar with equity ≤ 0 (UTC ISO) or None.
+    dd_events : drawdown-level changes of the simulation (``ts`` UTC ISO, ``scope`` = ``PORTFOLIO``
+        or a pair id, ``level`` normal/warn/halt/flatten, ``dd`` fraction of ``E_0``;
+        :attr:`pairdesk.quant.portfolio.PortfolioResult.dd_events`).
+    ruin_ts : close time (UTC ISO) of the ruin step (account liquidated) or None.
     warnings : one-line warnings of the run (infeasible θ, in-sample …).
     candidates : the scan's candidate table, shown as is (first 50 rows).
     """
@@ -199,9 +201,10 @@ def render_portfolio_report(
     fig, ax = plt.subplots(figsize=(10, 2.6))
     ax.fill_between(dates, -daily_equity["dd"], 0, color="#b03a2e", alpha=0.6)
     for ev in dd_events:
-        ax.axvline(pd.Timestamp(str(ev["breach_ts"])).tz_localize(None), color="k", ls=":", lw=0.8)  # type: ignore[arg-type]
+        if ev["scope"] == "PORTFOLIO" and ev["level"] != "normal":
+            ax.axvline(pd.Timestamp(str(ev["ts"])).tz_localize(None), color="k", ls=":", lw=0.8)  # type: ignore[arg-type]
     ax.set_ylabel("drawdown (fraction)")
-    ax.set_title("Portfolio drawdown (dotted: dd_policy level breaches)")
+    ax.set_title("Portfolio drawdown, fraction of E_0 (dotted: portfolio dd_policy level changes)")
     ax.grid(alpha=0.3)
     charts.append(("Portfolio drawdown", _png(fig)))
 
@@ -222,15 +225,17 @@ def render_portfolio_report(
                          for k, v in adoption.items() if isinstance(v, Mapping)])
     pair_cols = [c for c in (pair_rows[0].keys() if pair_rows else []) if c != "pair_id"]
     pair_html = _table(["pair_id", *pair_cols], [[r["pair_id"], *[r[c] for c in pair_cols]] for r in pair_rows])
-    funnel_html = _table(["AI1 candidate bars", "return_prob > θ1", "vetoed by AI2", "entries"],
-                         [[funnel["candidates"], funnel["passed_theta1"], funnel["vetoed_by_ai2"], funnel["entries"]]])
+    funnel_html = _table(["AI1 candidate bars", "return_prob > θ1", "vetoed by AI2", "blocked by DD policy",
+                          "refused by caps/margin", "entries"],
+                         [[funnel["candidates"], funnel["passed_theta1"], funnel["vetoed_by_ai2"], funnel["blocked"],
+                           funnel["refused"], funnel["entries"]]])
     if dd_events:
-        dd_html = _table(["level", "threshold", "peak", "breach", "trough", "trough dd", "recovered"],
-                         [[e["level"], e["threshold"], e["peak_ts"] or "start", e["breach_ts"], e["trough_ts"],
-                           e["trough_dd"], e["recovered_ts"] or "not recovered"] for e in dd_events])
+        dd_html = _table(["time (UTC)", "scope", "level", "drawdown (fraction of E_0)"],
+                         [[e["ts"], e["scope"], e["level"], e["dd"]] for e in dd_events])
     else:
-        dd_html = "<p>No drawdown reached a dd_policy level.</p>"
-    ruin_html = f"<p><b>RUIN</b> at {html.escape(ruin_ts)} (equity ≤ 0)</p>" if ruin_ts else "<p>Ruin: none.</p>"
+        dd_html = "<p>No drawdown level change (dd_policy) during the run.</p>"
+    ruin_html = (f"<p><b>RUIN</b> at {html.escape(ruin_ts)} (equity at the maintenance margin; account "
+                 "liquidated)</p>") if ruin_ts else "<p>Ruin: none.</p>"
     scan_html = ""
     if candidates is not None:
         shown = candidates.head(50)
@@ -252,7 +257,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 <h2 id='charts'>Portfolio equity, drawdown and PnL by pair</h2>{imgs}
 <h2 id='pairs'>Per-pair results (diagnostics)</h2>{pair_html}
 <h2 id='funnel'>Signal funnel (all pairs)</h2>{funnel_html}
-<h2 id='dd-events'>Drawdown events (dd_policy portfolio levels)</h2>{dd_html}{ruin_html}
+<h2 id='dd-events'>Drawdown events (dd_policy levels, portfolio and pairs)</h2>{dd_html}{ruin_html}
 {scan_html}
 <h2>Provenance</h2><table>{stamp_html}</table></body></html>"""
     path.write_text(doc, encoding="utf-8")

@@ -15,8 +15,9 @@ Artefacts written to ``out_dir`` (the model version directory):
   OOS metrics per fold and pooled;
 * ``oos_predictions.parquet`` — walk-forward out-of-sample ``return_prob`` / ``risk_score`` per bar;
 * ``theta_grid.csv`` — portfolio KPIs, the AI2 false-positive term (``fp_rate_ai2`` from the aligned
-  AI2 labels) and the spec objective for every θ cell on the OOS predictions
-  (:func:`oos_theta_grid`; one pair = that pair's grid).
+  AI2 labels) and the spec objective for every θ cell on the OOS predictions of all pairs run as
+  one portfolio (:func:`oos_theta_grid`); ``feasible`` and the adoption-style constraints are
+  portfolio figures.
 
 Several pairs are pooled into one model; their samples are placed on one UTC bar clock (the sorted
 union of the pairs' timestamps) so that blocks, purge and embargo are in common bar positions.
@@ -26,22 +27,28 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-from pairdesk.quant.backtest import BacktestParams, run_backtest, theta_grid
+from pairdesk.quant.backtest import BacktestParams, theta_grid
 from pairdesk.quant.classification import ai1_metrics, ai2_metrics, fold_summary
+from pairdesk.quant.costs import CostModel
 from pairdesk.quant.cv import walk_forward_indices, walk_forward_splits
 from pairdesk.quant.features import FEATURE_COLUMNS
 from pairdesk.quant.labels import hedged_spread_return, label_ai1, label_ai2
 from pairdesk.quant.models import NormaliserParams, TrainedModel, train_classifier
-from pairdesk.research.combine import combine, theta_score
-from pairdesk.research.inputs import PairInputs, drop_trailing_imputed, load_pair_inputs
+from pairdesk.quant.portfolio import PortfolioParams, grid_search_portfolio
+from pairdesk.research.inputs import (
+    PairInputs,
+    drop_trailing_imputed,
+    load_pair_inputs,
+    portfolio_params,
+)
 from pairdesk.research.provenance import Period, code_hash, sha256_json
 from pairdesk.research.settings import ResearchSettings
 from pairdesk.research.universe import PairConfig
@@ -211,32 +218,29 @@ def theta_grid_values(settings: ResearchSettings) -> tuple[np.ndarray, np.ndarra
     return theta_grid(float(a1), float(b1), step), theta_grid(float(a2), float(b2), step)
 
 
-def _risk_label(inp: PairInputs, ai2_labels: pd.DataFrame) -> np.ndarray:
-    """AI2 labels aligned to ``inp``'s bars (float64, shape (n,)): 0/1 where labelled, NaN else."""
-    return ai2_labels["y"].reindex(inp.features.index).to_numpy(np.float64)
-
-
 def oos_theta_grid(
     inputs: list[PairInputs],
     oos: pd.DataFrame,
     settings: ResearchSettings,
-    ai2_labels: dict[str, pd.DataFrame] | None = None,
+    cost_table: Mapping[str, Any],
+    ai2_labels: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    portfolio: PortfolioParams | None = None,
+    margin: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Run the θ1/θ2 grid on the walk-forward OOS predictions and score every cell on the
-    **portfolio** of the pairs (spec 004 §閾値最適化; :mod:`pairdesk.research.combine`).
+    """Run the θ1/θ2 grid on the walk-forward OOS predictions, every cell scored on the
+    **portfolio** of the pairs (spec 004 §閾値最適化; :func:`pairdesk.quant.portfolio.grid_search_portfolio`:
+    one clock, shared capital, caps, margin, ruin and the drawdown policy).
 
-    Each cell backtests every pair with :func:`pairdesk.quant.backtest.run_backtest` on its OOS
-    bars (its slice ending on a real bar), combines them on one clock with shared capital, and
-    computes the portfolio KPIs, ``fp_rate_ai2`` from the pairs' summed AI2 false positives /
-    negatives (when ``ai2_labels`` — ``pair_id`` → :func:`pairdesk.quant.labels.label_ai2`
-    frame — is given), ``score`` and ``feasible`` (:func:`pairdesk.research.combine.theta_score`).
-    With one pair this equals :func:`pairdesk.quant.backtest.grid_search`.
+    Each pair enters with its OOS bars (the slice ending on a real, non-imputed bar) and, when
+    ``ai2_labels`` (``pair_id`` → :func:`pairdesk.quant.labels.label_ai2` frame) is given, its
+    AI2 labels aligned to those bars, so ``fp_rate_ai2`` — and the ``λ_stop`` term of the score —
+    is computed. ``portfolio`` defaults to :func:`pairdesk.research.inputs.portfolio_params`;
+    ``margin`` maps pair id → margin requirement (missing: 0, no margin check).
 
     Returns
     -------
-    DataFrame, one row per (θ1, θ2) cell
-        ``theta1, theta2``, every KPI of ``KPI_NAMES``, ``halt_rate``, ``theta_pass_rate``,
-        ``fp_rate_ai2``, ``ai2_negatives``, ``ai2_false_positives``, ``score``, ``feasible``.
+    DataFrame, one row per (θ1, θ2) cell, columns ``GRID_FIELDS``.
 
     Raises
     ------
@@ -244,7 +248,9 @@ def oos_theta_grid(
         No pair has OOS predictions.
     """
     t1, t2 = theta_grid_values(settings)
-    prepared: list[tuple[str, dict[str, Any], np.ndarray | None, Any]] = []
+    engine_pairs = []
+    clock: pd.Index = pd.DatetimeIndex([], tz="UTC")
+    symbols: list[str] = []
     for p in inputs:
         o = oos[oos["pair_id"] == p.pair.pair_id]
         mask = drop_trailing_imputed(p.features.index.isin(o.index), p.imputed)
@@ -252,33 +258,30 @@ def oos_theta_grid(
             continue
         sub = p.slice(mask)
         sub_oos = o.reindex(sub.features.index)
-        kw = sub.engine_inputs(
-            return_prob=sub_oos["return_prob"].to_numpy(np.float64),
-            risk_score=sub_oos["risk_score"].to_numpy(np.float64),
-        )
         label = None
         if ai2_labels is not None and p.pair.pair_id in ai2_labels:
-            label = _risk_label(sub, ai2_labels[p.pair.pair_id])
-        prepared.append((p.pair.pair_id, kw, label, sub.features.index))
-    if not prepared:
+            label = ai2_labels[p.pair.pair_id]["y"].reindex(sub.features.index).to_numpy(np.float64)
+        engine_pairs.append(sub.portfolio_inputs(
+            return_prob=sub_oos["return_prob"].to_numpy(np.float64),
+            risk_score=sub_oos["risk_score"].to_numpy(np.float64),
+            risk_label=label,
+            margin_requirement=(margin or {}).get(p.pair.pair_id, 0.0),
+        ))
+        clock = clock.union(sub.features.index)
+        symbols += [p.pair.leg_a.symbol, p.pair.leg_b.symbol]
+    if not engine_pairs:
         raise ValueError("no out-of-sample predictions to search θ on (training period too short?)")
-    clock = prepared[0][3]
-    for _, _, _, idx in prepared[1:]:
-        clock = clock.union(idx)
-    kpi_params = settings.kpi_params_for(clock)
-    rows = []
-    for a in t1:
-        for b in t2:
-            prm = replace(settings.backtest, theta1=float(a), theta2=float(b))
-            res = [(pid, run_backtest(**kw, params=prm, risk_label=lab)) for pid, kw, lab, _ in prepared]
-            port = combine(res)
-            k = port.kpis(kpi_params)
-            score, feasible = theta_score(k, settings.theta_objective)
-            rows.append({"theta1": float(a), "theta2": float(b), **k,
-                         "ai2_negatives": port.counters["ai2_negatives"],
-                         "ai2_false_positives": port.counters["ai2_false_positives"],
-                         "score": score, "feasible": feasible})
-    return pd.DataFrame(rows)
+    cells = grid_search_portfolio(
+        engine_pairs,
+        CostModel.from_mapping(dict(cost_table), sorted(set(symbols))),
+        settings.backtest,
+        t1,
+        t2,
+        portfolio if portfolio is not None else portfolio_params(settings),
+        objective=settings.theta_objective,
+        kpi_params=settings.kpi_params_for(clock),
+    )
+    return pd.DataFrame(cells.ravel())
 
 
 def train(
@@ -290,10 +293,12 @@ def train(
     out_dir: Path,
     cost_table: dict[str, Any],
     progress: Progress = _noop,
+    margin: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run ``bt train`` and write the artefacts listed in the module docstring into ``out_dir``.
 
     Returns the summary dict that is also stored in ``metrics.json`` (``summary`` key).
+    ``margin`` maps pair id → ``constraints.margin_requirement`` for the portfolio θ grid.
 
     Raises
     ------
@@ -362,7 +367,8 @@ def train(
 
     # --- θ1/θ2 on the OOS predictions ------------------------------------------------------------
     progress("theta grid", 0, 1)
-    grid = oos_theta_grid(inputs, oos, settings, {pid: lab for pid, lab, _ in ai2_parts})
+    grid = oos_theta_grid(inputs, oos, settings, cost_table, {pid: lab for pid, lab, _ in ai2_parts},
+                          margin=margin)
     theta = select_theta(grid)
     progress("theta grid", 1, 1)
 
@@ -398,6 +404,7 @@ def train(
         "training_period": {"start": period.start.isoformat(), "end": period.end.isoformat(),
                             "guard_bars": int(bt.M), "bar_minutes": round(24 * 60 / settings.bars_per_day)},
         "theta_scope": "portfolio" if len(inputs) > 1 else "pair",
+        "portfolio": asdict(portfolio_params(settings)),
         "features": asdict(settings.features),
         "labels_ai1": asdict(settings.labels),
         "labels_ai2": asdict(settings.risk),

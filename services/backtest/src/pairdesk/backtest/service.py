@@ -12,7 +12,7 @@ Life cycle of a run (PostgreSQL ``bt_runs`` is the source of truth; Redis only c
    the engine's ``bt_summary`` / ``bt_trades`` / ``bt_daily_equity`` Parquet files and writes them
    **in one transaction together with** ``status = succeeded``. A run of two or more pairs also
    stores the portfolio rows (``bt_summary`` / ``bt_daily_equity`` with ``pair_id =
-   'PORTFOLIO'``, :data:`pairdesk.research.combine.PORTFOLIO_ID`) next to the per-pair rows. A
+   'PORTFOLIO'``, :data:`pairdesk.quant.portfolio.PORTFOLIO_ID`) next to the per-pair rows. A
    period overlapping the model's training period is refused by the engine
    (``BT_PERIOD_INSAMPLE``); the service never runs in-sample. Any failure sets ``failed`` with
    an error id and a caller-safe message (the traceback goes to the worker log only).
@@ -62,7 +62,7 @@ from pairdesk.common.models import BtRun, BtRunStatus
 from pairdesk.common.registry import BundleError, get_model, verify_bundle
 from pairdesk.common.settings import Settings
 from pairdesk.quant.costs import CostModel
-from pairdesk.research.combine import PORTFOLIO_ID
+from pairdesk.quant.portfolio import PORTFOLIO_ID
 from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError, load_yaml
 from pairdesk.research.pipeline import KPI_ROWS, run_backtest_cli
 from pairdesk.research.provenance import sha256_json
