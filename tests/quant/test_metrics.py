@@ -21,6 +21,7 @@ from pairdesk.quant.metrics import (
     daily_equity,
     daily_equity_frame,
     daily_returns,
+    drawdown_on_capital,
     e_per_trade,
     halt_rate,
     infer_bar_ns,
@@ -68,8 +69,9 @@ def test_daily_equity_and_returns_vs_pandas(curve: tuple) -> None:
     assert list(got.index) == list(ref.index)
     np.testing.assert_array_equal(got.to_numpy(), ref.to_numpy())
     assert all(d.weekday() < 5 for d in got.index)  # trading days only
-    ref_r = pd.concat([pd.Series([E0]), pd.Series(ref.to_numpy())]).pct_change().iloc[1:]
-    np.testing.assert_allclose(daily_returns(idx, eq, E0).to_numpy(), ref_r.to_numpy(), rtol=1e-14)
+    # returns on the initial capital: ΔE_d / E_0 (sizes do not compound)
+    ref_r = pd.concat([pd.Series([E0]), pd.Series(ref.to_numpy())]).diff().iloc[1:] / E0
+    np.testing.assert_allclose(daily_returns(idx, eq, E0).to_numpy(), ref_r.to_numpy(), rtol=1e-12)
     # int64 ns input gives the same thing
     np.testing.assert_array_equal(
         daily_equity(idx.as_unit("ns").asi8, eq).to_numpy(), ref.to_numpy()
@@ -91,17 +93,16 @@ def test_compute_kpis_vs_independent(curve: tuple) -> None:
     k = compute_kpis(idx, eq, pnl, roc, initial_capital=E0, bar_ns=H)
     assert set(k) == set(KPI_NAMES)
     daily = pandas_daily(idx, eq).to_numpy()
-    r = np.r_[E0, daily]
-    r = r[1:] / r[:-1] - 1
-    # Sharpe: numpy formula
+    r = np.diff(np.r_[E0, daily]) / E0
+    # Sharpe: numpy formula on ΔE/E0
     assert k["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252), rel=1e-12)
-    # MaxDD: brute force O(n²) over the daily curve starting from E0
+    # MaxDD: brute force O(n²) over the daily curve starting from E0, in units of E0
     e = np.r_[E0, daily]
-    brute = max(1 - e[j] / e[i] for j in range(len(e)) for i in range(j + 1))
+    brute = max((e[i] - e[j]) / E0 for j in range(len(e)) for i in range(j + 1))
     assert k["max_dd"] == pytest.approx(brute, rel=1e-12)
-    # annualised return by hand over the calendar span (last bar close − first bar open)
+    # annualised return = mean daily return × P; simple over the calendar span
     days = ((idx[-1] + pd.Timedelta(hours=1)) - idx[0]).total_seconds() / 86400
-    assert k["ann_return"] == pytest.approx((eq[-1] / E0) ** (365.25 / days) - 1, rel=1e-12)
+    assert k["ann_return"] == pytest.approx(r.mean() * 252, rel=1e-12)
     assert k["ann_return_simple"] == pytest.approx((eq[-1] / E0 - 1) * 365.25 / days, rel=1e-12)
     assert k["calmar"] == pytest.approx(k["ann_return"] / brute, rel=1e-12)
     # monthly win rate: pandas month-end equity changes
@@ -117,8 +118,13 @@ def test_compute_kpis_vs_independent(curve: tuple) -> None:
     assert k["pnl_sigma"] == pytest.approx(np.std(pnl, ddof=1), rel=1e-12)
     # the single-KPI helpers agree
     assert sharpe(r) == pytest.approx(k["sharpe"], rel=1e-12)
-    assert max_drawdown(daily, E0) == pytest.approx(brute, rel=1e-12)
-    assert annualised_return(E0, eq[-1], days) == pytest.approx(k["ann_return"], rel=1e-12)
+    assert drawdown_on_capital(daily, E0) == pytest.approx(brute, rel=1e-12)
+    # the peak-relative drawdown of a compounding curve stays available
+    rel = max(1 - e[j] / e[i] for j in range(len(e)) for i in range(j + 1))
+    assert max_drawdown(daily, E0) == pytest.approx(rel, rel=1e-12)
+    assert annualised_return(E0, eq[-1], days) == pytest.approx(
+        (eq[-1] / E0) ** (365.25 / days) - 1, rel=1e-12
+    )
     assert annualised_return(E0, eq[-1], days, compound=False) == pytest.approx(
         k["ann_return_simple"], rel=1e-12
     )
@@ -143,9 +149,9 @@ def test_kpis_on_real_buy_and_hold(metals_2024: tuple[pd.DataFrame, pd.DataFrame
     eq = E0 * close.to_numpy() / close.iloc[0]
     k = compute_kpis(close.index, eq, [], [], initial_capital=E0)
     daily = close.groupby(when.date).last() / close.iloc[0] * E0
-    r = pd.concat([pd.Series([E0]), pd.Series(daily.to_numpy())]).pct_change().iloc[1:]
+    r = pd.concat([pd.Series([E0]), pd.Series(daily.to_numpy())]).diff().iloc[1:] / E0
     assert k["sharpe"] == pytest.approx(r.mean() / r.std() * math.sqrt(252), rel=1e-10)
-    dd = 1 - daily / np.maximum.accumulate(np.r_[E0, daily.to_numpy()])[1:]
+    dd = (pd.Series(np.r_[E0, daily.to_numpy()]).cummax().to_numpy()[1:] - daily) / E0
     assert k["max_dd"] == pytest.approx(dd.max(), rel=1e-10)
     assert k["trades"] == 0
     assert math.isnan(k["win_rate"])
@@ -174,6 +180,27 @@ def test_edge_cases() -> None:
         infer_bar_ns(idx[:1])
 
 
+def test_ruined_curve_has_finite_kpis_with_the_right_sign() -> None:
+    # 5 daily closes: +10 %, then down through zero to −100 % of E0, flat afterwards
+    idx = pd.DatetimeIndex([f"2024-01-0{d} 12:00" for d in (1, 2, 3, 4, 5)], tz="UTC").append(
+        pd.DatetimeIndex(["2024-01-05 13:00"], tz="UTC")
+    )
+    eq = np.array([1.1, 0.5, -0.2, 0.0, 0.0, 0.0]) * E0
+    k = compute_kpis(idx, eq, [-E0], [-1.0], initial_capital=E0, bar_ns=H)
+    r = np.array([0.1, -0.6, -0.7, 0.2, 0.0])  # ΔE/E0 by hand
+    assert all(math.isfinite(k[n]) for n in ("sharpe", "ann_return", "max_dd", "calmar"))
+    assert k["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252), rel=1e-12)
+    assert k["sharpe"] < 0
+    assert k["ann_return"] == pytest.approx(-0.2 * 252, rel=1e-12)
+    assert k["max_dd"] == pytest.approx(1.3, rel=1e-12)  # peak 1.1 E0 → trough −0.2 E0
+    assert k["calmar"] == pytest.approx(-0.2 * 252 / 1.3, rel=1e-12)
+    assert k["ann_return_simple"] < 0
+    # the old compounding definition E_d/E_{d-1} − 1 would have flipped sign here
+    with np.errstate(divide="ignore", invalid="ignore"):
+        compounding = eq[[0, 1, 2, 3, 5]] / np.r_[E0, eq[[0, 1, 2, 3]]] - 1
+    assert not np.isfinite(compounding).all()
+
+
 @pytest.mark.parametrize(
     ("sharpe_", "dd", "tpy", "expected"),
     [
@@ -196,7 +223,12 @@ def test_daily_equity_frame(curve: tuple) -> None:
     assert list(f.columns) == ["date", "equity", "dd"]
     ref = pandas_daily(idx, eq)
     peak = pd.Series(np.r_[E0, ref.to_numpy()]).cummax().to_numpy()[1:]
-    np.testing.assert_allclose(f["dd"].to_numpy(), 1 - ref.to_numpy() / peak, rtol=1e-14)
+    np.testing.assert_allclose(f["dd"].to_numpy(), (peak - ref.to_numpy()) / E0, rtol=1e-12)
+    # without the initial capital: relative to the running peak
+    g = daily_equity_frame(idx, eq)
+    np.testing.assert_allclose(
+        g["dd"].to_numpy(), 1 - ref.to_numpy() / ref.cummax().to_numpy(), rtol=1e-14
+    )
     assert f["dd"].max() == pytest.approx(
         compute_kpis(idx, eq, [], [], initial_capital=E0)["max_dd"]
     )
