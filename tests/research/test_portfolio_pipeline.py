@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pairdesk.quant.backtest import grid_search, run_backtest
-from pairdesk.quant.portfolio import PortfolioParams
+from pairdesk.quant.backtest import BacktestParams, grid_search, run_backtest
 from pairdesk.quant.costs import CostModel
 from pairdesk.quant.features import compute_features
 from pairdesk.quant.labels import ai1_candidates
+from pairdesk.quant.portfolio import PortfolioParams
 from pairdesk.research.cli import app
 from pairdesk.research.config import load_yaml
 from pairdesk.research.inputs import PairInputs, drop_trailing_imputed, load_pair_inputs
@@ -25,7 +25,7 @@ from pairdesk.research.provenance import parse_period
 from pairdesk.research.settings import load_settings
 from pairdesk.research.train import oos_theta_grid, theta_grid_values
 from pairdesk.research.universe import load_universe
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 REPO = Path(__file__).resolve().parents[2]
 COST = REPO / "config" / "cost_table.yaml"
@@ -38,7 +38,7 @@ CUT = pd.Timestamp("2026-01-12", tz="UTC")
 runner = CliRunner()
 
 
-def invoke(*args: object) -> object:
+def invoke(*args: object) -> Result:
     return runner.invoke(app, [str(a) for a in args])
 
 
@@ -63,7 +63,8 @@ def write_drop(dest: Path, perturb_after: pd.Timestamp | None = None, seed: int 
         for sym in syms:
             df = pd.read_csv(REPO / "data" / folder / f"{sym}_1h.csv.gz")
             ts = pd.to_datetime(df["ts_utc"], utc=True)
-            df = df[(ts >= "2024-09-14") & (ts < "2026-02-01")].reset_index(drop=True)
+            df = df[(ts >= pd.Timestamp("2024-09-14", tz="UTC")) & (ts < pd.Timestamp("2026-02-01", tz="UTC"))]
+            df = df.reset_index(drop=True)
             if perturb_after is not None:
                 after = pd.to_datetime(df["ts_utc"], utc=True) >= perturb_after
                 f = rng.uniform(0.97, 1.03, size=int(after.sum()))
@@ -119,7 +120,9 @@ def test_portfolio_and_pair_rows_match_the_written_files(two_pair: dict[str, Pat
     equity = pd.read_csv(out / "bt_daily_equity.csv")
     assert list(summary["pair_id"]) == ["PORTFOLIO", "XAUUSD_XAGUSD", "BTCUSDT_ETHUSDT"]
     assert list(summary["scope"]) == ["portfolio", "pair", "pair"]
-    assert not summary["in_sample"].any() and not trades["in_sample"].any() and not equity["in_sample"].any()
+    assert not summary["in_sample"].any()
+    assert not trades["in_sample"].any()
+    assert not equity["in_sample"].any()
     port = summary.iloc[0]
     pairs = summary.iloc[1:].set_index("pair_id")
     assert set(trades["pair_id"]) == set(pairs.index)
@@ -150,13 +153,16 @@ def test_portfolio_and_pair_rows_match_the_written_files(two_pair: dict[str, Pat
     # CIs bracket nothing absurd and exist for the portfolio
     for kpi in ("ann_return", "sharpe", "max_dd", "win_rate"):
         lo, hi = port[f"{kpi}_ci_low"], port[f"{kpi}_ci_high"]
-        assert np.isfinite(lo) and np.isfinite(hi) and lo <= hi, kpi
+        assert np.isfinite(lo), kpi
+        assert np.isfinite(hi), kpi
+        assert lo <= hi, kpi
     # the printed portfolio table is the PORTFOLIO row
     output = two_pair["output"].read_text()
     printed = dict(re.findall(r"│ (\w+)\s+│\s+(-?[\d.]+|nan) │", output))
     for kpi in ("ann_return", "sharpe", "max_dd", "win_rate", "trades_per_year"):
         assert float(printed[kpi]) == pytest.approx(port[kpi], abs=5e-5), kpi
-    assert "per pair" in output and "adoption rule (spec 004 §採用判定) on the portfolio" in output
+    assert "per pair" in output
+    assert "adoption rule (spec 004 §採用判定) on the portfolio" in output
     assert "ruin: none" in output
 
 
@@ -178,7 +184,9 @@ def test_in_sample_period_is_refused_unless_allowed(two_pair: dict[str, Path], t
     r = invoke(*args, "--period", "2025-11-29:2025-12-31", "--out", tmp_path / "a")
     assert r.exit_code == 2, r.output
     err = r.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err and "--allow-in-sample" in err
+    assert err.startswith("error: ")
+    assert "\n" not in err
+    assert "--allow-in-sample" in err
     assert "overlaps the model's training period" in err
     assert not (tmp_path / "a").exists()
     r = invoke(*args, "--period", "2025-11:2025-12", "--out", tmp_path / "b", "--allow-in-sample")
@@ -188,14 +196,16 @@ def test_in_sample_period_is_refused_unless_allowed(two_pair: dict[str, Path], t
         df = pd.read_csv(tmp_path / "b" / f"{name}.csv")
         assert df["in_sample"].astype(bool).all(), name
     html = (tmp_path / "b" / "report.html").read_text()
-    assert "<title>IN-SAMPLE " in html and "IN-SAMPLE: the period overlaps" in html
+    assert "<title>IN-SAMPLE " in html
+    assert "IN-SAMPLE: the period overlaps" in html
 
 
 def test_training_guard_widens_by_m_bars() -> None:
     p = {"training_period": {"start": "2022-01-01T00:00:00+00:00", "end": "2024-01-01T00:00:00+00:00",
                              "guard_bars": 48, "bar_minutes": 60}}
     lo, hi = training_guard(p)  # type: ignore[misc]
-    assert lo == pd.Timestamp("2021-12-30", tz="UTC") and hi == pd.Timestamp("2024-01-03", tz="UTC")
+    assert lo == pd.Timestamp("2021-12-30", tz="UTC")
+    assert hi == pd.Timestamp("2024-01-03", tz="UTC")
     # an older bundle without training_period: created_from.period (end inclusive) and exit_rule.M
     old = {"created_from": {"period": "2022-01-01:2023-12-31", "timeframe": "4h"}, "exit_rule": {"M": 6}}
     assert training_guard(old) == (pd.Timestamp("2021-12-31", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC"))
@@ -216,7 +226,8 @@ def test_portfolio_run_has_no_look_ahead(two_pair: dict[str, Path], tmp_path: Pa
     drop = ["run_id", "data_hash"]
     before_a = ta[pd.to_datetime(ta["timestamp_exit"]) < CUT].drop(columns=drop).reset_index(drop=True)
     before_b = tb[pd.to_datetime(tb["timestamp_exit"]) < CUT].drop(columns=drop).reset_index(drop=True)
-    assert len(before_a) > 0 and before_a["pair_id"].nunique() == 2
+    assert len(before_a) > 0
+    assert before_a["pair_id"].nunique() == 2
     pd.testing.assert_frame_equal(before_a, before_b)
     ea, eb = pd.read_csv(two_pair["out"] / "bt_daily_equity.csv"), pd.read_csv(out2 / "bt_daily_equity.csv")
     day = CUT.date().isoformat()
@@ -269,12 +280,12 @@ def synthetic_oos(inp: PairInputs, seed: int) -> tuple[pd.DataFrame, pd.DataFram
 
 
 def independent_fp_count(inp: PairInputs, oos: pd.DataFrame, labels: pd.DataFrame, theta1: float,
-                         theta2: float, bt_params: object) -> tuple[int, int]:
+                         theta2: float, bt_params: BacktestParams) -> tuple[int, int]:
     """(AI2 negatives, false positives) at the decision points of one pair, counted with numpy:
     decision bars are tradable AI1-candidate bars where the strategy is flat — not strictly
     between a trade's entry signal and its exit fill (trades from the engine)."""
     kw = inp.engine_inputs(return_prob=oos["return_prob"].to_numpy(), risk_score=oos["risk_score"].to_numpy())
-    res = run_backtest(**kw, params=replace(bt_params, theta1=theta1, theta2=theta2))  # type: ignore[type-var]
+    res = run_backtest(**kw, params=replace(bt_params, theta1=theta1, theta2=theta2))
     busy = np.zeros(len(inp.features), dtype=bool)
     for s, f in zip(res.trades["bar_signal_entry"], res.trades["bar_exit"], strict=True):
         busy[s + 1 : f] = True
@@ -312,10 +323,10 @@ def test_theta_grid_ai2_false_positive_term_equals_an_independent_count() -> Non
             checked += fp > 0
         else:
             assert np.isnan(cell["fp_rate_ai2"])
-        o = settings.theta_objective
-        expect = (cell["ann_return"] - o.lambda_dd * max(0.0, cell["max_dd"] - o.dd_target)
-                  - o.lambda_trades * max(0.0, o.trades_min - cell["trades_per_year"])
-                  - (o.lambda_stop * cell["fp_rate_ai2"] if np.isfinite(cell["fp_rate_ai2"]) else 0.0))
+        ob = settings.theta_objective
+        expect = (cell["ann_return"] - ob.lambda_dd * max(0.0, cell["max_dd"] - ob.dd_target)
+                  - ob.lambda_trades * max(0.0, ob.trades_min - cell["trades_per_year"])
+                  - (ob.lambda_stop * cell["fp_rate_ai2"] if np.isfinite(cell["fp_rate_ai2"]) else 0.0))
         assert cell["score"] == pytest.approx(expect, abs=1e-12)
     assert checked >= 3  # cells with real false positives were compared
     # without labels the term is absent (NaN), as in the quant grid search
@@ -360,7 +371,9 @@ def test_imputed_bars_are_never_a_signal_or_a_fill() -> None:
     masked = synthetic_inputs("P1", n, 21, imputed=imp)
     kw = masked.engine_inputs(return_prob=rp, risk_score=rs)
     assert not kw["tradable"][imp].any()
-    assert np.isnan(kw["z"][imp]).all() and np.isnan(kw["return_prob"][imp]).all() and np.isnan(kw["risk_score"][imp]).all()
+    assert np.isnan(kw["z"][imp]).all()
+    assert np.isnan(kw["return_prob"][imp]).all()
+    assert np.isnan(kw["risk_score"][imp]).all()
     trades = run_backtest(**kw, params=prm).trades
     assert len(trades) > 0
     for col in ("bar_signal_entry", "bar_entry", "bar_signal_exit", "bar_exit"):
@@ -379,7 +392,7 @@ def test_imputed_store_bars_are_flagged_and_not_tradable(tmp_path: Path) -> None
     for sym in ("XAUUSD", "XAGUSD"):
         df = pd.read_csv(REPO / "data" / "mt5_simom1_h1" / f"{sym}_1h.csv.gz")
         ts = pd.to_datetime(df["ts_utc"], utc=True)
-        df = df[(ts >= "2024-01-01") & (ts < "2024-05-01")]
+        df = df[(ts >= pd.Timestamp("2024-01-01", tz="UTC")) & (ts < pd.Timestamp("2024-05-01", tz="UTC"))]
         if sym == "XAGUSD":
             df = df[pd.to_datetime(df["ts_utc"], utc=True) != hole]
         df.to_csv(drop / f"{sym}_1h.csv", index=False)
@@ -390,6 +403,7 @@ def test_imputed_store_bars_are_flagged_and_not_tradable(tmp_path: Path) -> None
     inp = load_pair_inputs(pair, store_dir=store, period=parse_period("2024-01:2024-04"), settings=load_settings("1h"),
                            cost_table=load_yaml(COST))
     i = inp.features.index.get_loc(hole)
-    assert inp.imputed[i] and not inp.tradable[i]
+    assert inp.imputed[i]
+    assert not inp.tradable[i]
     assert inp.imputed.sum() >= 1
     assert not (inp.tradable & inp.imputed).any()
