@@ -244,7 +244,7 @@ def print_kpis(result: dict[str, Any]) -> None:
             pt.add_row(pid, str(res["trades"]), f"{res['total_pnl']:,.2f}", f"{k['ann_return']:.4f}",
                        f"{k['sharpe']:.3f}", f"{k['max_dd']:.4f}", f"{k['win_rate']:.3f}", f"{k['halt_rate']:.3f}",
                        "PASS" if res["adoption"]["passed"] else "FAIL")
-        console.print(pt)
+        console.print(pt, width=max(console.width, 130))  # never truncate pair ids / PnL
     events = port["dd_events"]
     if events:
         for ev in events:
