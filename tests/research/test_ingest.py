@@ -6,6 +6,7 @@ Real slices (XAUUSD/XAGUSD 2024 Q1, BTCUSDT/ETHUSDT 2025-01) written to tmp fold
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from pairdesk.quant.dq import DQParams
-from pairdesk.quant.sessions import SessionCalendar
+from pairdesk.quant.sessions import BarAnchor, SessionCalendar
 from pairdesk.research import store as st
 from pairdesk.research.ingest import IngestError, ingest, read_file_drop
 from pairdesk.research.store import StoreError, load_bars, load_pair
@@ -100,6 +101,8 @@ def test_read_file_drop_formats_and_timezones(tmp_path: Path, q1: dict[str, pd.D
         "files": ["xauusd_1h.csv"],
         "rows_read": 100,
         "dedupe_drops": 0,
+        "bar_anchor": BarAnchor(),
+        "bar_anchor_inferred": True,
     }
     assert list(read_file_drop(d, "1h", ["xagusd"])) == ["XAGUSD"]
 
@@ -218,9 +221,14 @@ def test_missing_folder_and_calendar_errors(tmp_path: Path) -> None:
         read_file_drop(p, "1h", None)
     with pytest.raises(IngestError, match="file-drop folder not found"):
         read_file_drop(tmp_path / "nope", "1h", None)
-    d = _csv(tmp_path / "d", "XAUUSD_1h.csv", GOOD_HEADER + ROW1)
-    with pytest.raises(IngestError, match=r"no session calendar for symbol\(s\) XAUUSD"):
-        ingest(d, "1h", None, tmp_path / "store", {"BTCUSDT": CRYPTO})
+    # a declared bar grid that the data does not sit on: one clear line, nothing written
+    d = _csv(tmp_path / "d", "XAUUSD_4h.csv", GOOD_HEADER + "2024-01-02T00:00:00Z,1,1,1,1,1\n")
+    ny7 = replace(METALS, bar_anchor=BarAnchor("America/New_York", 420))
+    with pytest.raises(
+        IngestError,
+        match=r"XAUUSD_4h.csv: ts_utc 2024-01-02T00:00:00Z at data row 1 is not on the 4h grid of bar_anchor America/New_York \+7h",
+    ):
+        ingest(d, "4h", None, tmp_path / "store", {"XAUUSD": ny7})
     assert not (tmp_path / "store").exists()  # nothing written
 
 

@@ -220,8 +220,9 @@ def run_backtest_cli(
     with two or more pairs, first the portfolio row (``pair_id = PORTFOLIO``, ``scope =
     portfolio``); ``bt_trades`` — every pair's trades (``pair_id``); ``bt_daily_equity`` — the
     portfolio's days (with two or more pairs) then each pair's. Every row carries ``in_sample`` and
-    the provenance stamps. ``report.html`` (portfolio) and ``report_<pair_id>.html`` per pair;
-    ``run.json`` (parameters, stamps, drawdown events, ruin, warnings).
+    the provenance stamps. ``report.html``: the portfolio report and ``report_<pair_id>.html`` per
+    pair (two or more pairs), else the pair's report; ``run.json`` (parameters, stamps, drawdown
+    events, ruin, counters, warnings).
 
     ``run_id`` stamps every output row; a fresh uuid4 when omitted (the CLI). The backtest
     service passes its ``bt_runs.run_id`` so files and database rows carry the same id.
@@ -425,17 +426,18 @@ def run_backtest_cli(
             df.to_parquet(tmp / f"{name}.parquet", index=False)
         per_pair_rows = [{"pair_id": r["pair_id"], **{k: r[k] for k in PAIR_TABLE_COLUMNS}}
                          for r in summaries if r["scope"] == "pair"]
-        render_portfolio_report(
-            tmp / "report.html",
-            title=f"{title_tag}Pairdesk portfolio backtest ({len(pairs)} pair{'s' if multi else ''}) {per}",
-            in_sample=bool(in_sample), kpi_rows=p_kpi_rows, adoption=p_adoption, stamps=p_stamps,
-            daily_equity=p_deq, pair_daily_equity={pid: rep["daily_equity"] for pid, rep in reports},
-            pair_rows=per_pair_rows, funnel=result["portfolio"]["funnel"], dd_events=events, ruin_ts=ruin_ts,
-            warnings=warnings, candidates=_scan_candidates(universe),
-        )
+        if multi:
+            render_portfolio_report(
+                tmp / "report.html",
+                title=f"{title_tag}Pairdesk portfolio backtest ({len(pairs)} pairs) {per}",
+                in_sample=bool(in_sample), kpi_rows=p_kpi_rows, adoption=p_adoption, stamps=p_stamps,
+                daily_equity=p_deq, pair_daily_equity={pid: rep["daily_equity"] for pid, rep in reports},
+                pair_rows=per_pair_rows, funnel=result["portfolio"]["funnel"], dd_events=events,
+                ruin_ts=ruin_ts, warnings=warnings, candidates=_scan_candidates(universe),
+            )
         for pair_id, rep in reports:
-            render_report(tmp / f"report_{pair_id}.html", title=f"{title_tag}Pairdesk backtest {pair_id} {per}",
-                          **rep)
+            name = f"report_{pair_id}.html" if multi else "report.html"
+            render_report(tmp / name, title=f"{title_tag}Pairdesk backtest {pair_id} {per}", **rep)
         (tmp / "run.json").write_text(json.dumps(
             {"params": run_params, **stamps_common, "in_sample": bool(in_sample), "warnings": warnings,
              "portfolio": {"dd_events": events, "ruined": bool(port.ruined), "ruin_ts": ruin_ts,

@@ -202,7 +202,9 @@ def _complete(
         raise ConfigError(f"{where}: needs canonical_symbol")
     sym = str(raw["canonical_symbol"]).strip()
     if sym != sym.upper():
-        raise ConfigError(f"{where}: invalid leg definition (canonical_symbol {sym!r} must be upper-case)")
+        raise ConfigError(
+            f"{where}: invalid leg definition (canonical_symbol {sym!r} must be upper-case)"
+        )
     own = {**per_symbol.get(sym, {}), **raw}
     declared_class = own.get("asset_class", defaults.get("asset_class"))
     try:
@@ -285,7 +287,11 @@ def load_universe(path: str | Path, pair_ids: list[str] | None = None) -> list[P
             for k in ("leg_A", "leg_B")
         ]
         data_dir = p.get("data_dir")
-        if data_dir is None and legs[0].data_dir is not None and legs[0].data_dir == legs[1].data_dir:
+        if (
+            data_dir is None
+            and legs[0].data_dir is not None
+            and legs[0].data_dir == legs[1].data_dir
+        ):
             data_dir = legs[0].data_dir
         pairs.append(
             PairConfig(
