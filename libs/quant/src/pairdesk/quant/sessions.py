@@ -61,7 +61,9 @@ Conventions (documented choices where the spec is silent; docs/quant-contracts.m
     and the sessions right after the two holidays are expected from 01:00 New York only (the
     brokers reopened between 17:00 and 01:00 depending on the year; bars printed earlier are
     off-session).
-  - ``None``/``"none"``: no holidays.
+  - ``None``/``"none"``: no holidays;
+  - a list (or ``"a+b"``): the union -- closed if any schedule closes, the earliest early close
+    and the latest late open (schedules in one zone).
 
 * **Asset-class defaults** (:func:`default_trading_hours`, :func:`infer_asset_class`): a symbol
   needs no universe entry -- FX 24/5 (Sunday 17:00 -> Friday 17:00 New York, ``fx`` holidays),
@@ -371,6 +373,8 @@ def _xcal_code(name: str) -> str | None:
 
 
 def _known(name: str) -> bool:
+    if "+" in name:
+        return all(_known(n.strip()) for n in name.split("+"))
     if name in ("metals_us", "fx"):
         return True
     if name.startswith(("country:", "financial:")):
@@ -391,7 +395,8 @@ def holiday_schedule(name: str, first_year: int, last_year: int) -> HolidaySched
     ----------
     name : str
         ``"metals_us"``, ``"fx"``, an ``exchange_calendars`` code (``"XNYS"``; ``"US"`` and
-        ``"NYSE"`` mean ``XNYS``), ``"country:XX"`` or ``"financial:XXXX"``.
+        ``"NYSE"`` mean ``XNYS``), ``"country:XX"``, ``"financial:XXXX"``, or several joined
+        with ``"+"`` (union).
     first_year, last_year : int
 
     Returns
@@ -405,6 +410,26 @@ def holiday_schedule(name: str, first_year: int, last_year: int) -> HolidaySched
     """
     import holidays as hol
 
+    if "+" in name:
+        parts = [holiday_schedule(n.strip(), first_year, last_year) for n in name.split("+")]
+        zones = {p.tz for p in parts if p.tz is not None}
+        if len(zones) > 1:
+            raise ValueError(f"holidays_calendar {name!r} combines schedules of different zones")
+        closed_all = frozenset().union(*(p.closed for p in parts))
+        early_all: dict[date, int] = {}
+        late_all: dict[date, int] = {}
+        for sch in parts:
+            for d, m in sch.early_close.items():
+                early_all[d] = min(m, early_all.get(d, m))
+            for d, m in sch.late_open.items():
+                late_all[d] = max(m, late_all.get(d, m))
+        return HolidaySchedule(
+            name,
+            closed_all,
+            {d: m for d, m in early_all.items() if d not in closed_all},
+            {d: m for d, m in late_all.items() if d not in closed_all},
+            tz=next(iter(zones), None),
+        )
     years = range(first_year, last_year + 1)
     if name == "metals_us":
         nyse = hol.financial_holidays("NYSE", years=years)
@@ -931,6 +956,8 @@ class SessionCalendar:
                     week_node_open, week_node_close = dflt["week_open"], dflt["week_close"]
                     week_tz = dflt.get("week_timezone") or dflt["timezone"]
         hol = d.get("holidays_calendar")
+        if isinstance(hol, list | tuple):
+            hol = "+".join(str(h).strip() for h in hol) if hol else None
         hol_name = None if hol is None or str(hol).strip().lower() in {"", "none"} else str(hol)
         roll = d.get("day_roll")
         return cls(
