@@ -63,7 +63,7 @@ def load_equities() -> pd.DataFrame:
     )
     df["ts_utc"] = pd.to_datetime(df["ts_utc"], utc=True)
     wide = df.pivot(index="ts_utc", columns="symbol", values="close").sort_index()
-    return np.log(wide)
+    return wide.apply(np.log)
 
 
 def plain_pair(a: pd.Series, b: pd.Series) -> dict[str, float]:
@@ -102,14 +102,14 @@ def bench(name: str, wide: pd.DataFrame, target: float, sample: int, repeats: in
     pairs = list(combinations(list(wide.columns), 2))
     step = max(1, len(pairs) // sample)
     chosen = pairs[::step][:sample]
-    by_id = res.set_index("pair_id")
+    ours_rows = {str(r["pair_id"]): r for r in res.to_dict("records")}
     t0 = time.perf_counter()
     refs = {f"{a}_{b}": plain_pair(wide[a], wide[b]) for a, b in chosen}
     loop = time.perf_counter() - t0
     per_pair = loop / len(chosen)
     extrap = per_pair * len(pairs)
     dev = {
-        k: max(abs(float(by_id.loc[pid, k]) - v[k]) for pid, v in refs.items())
+        k: max(abs(float(ours_rows[pid][k]) - v[k]) for pid, v in refs.items())
         for k in next(iter(refs.values()))
     }
     bars = res["n_bars"]
@@ -138,7 +138,7 @@ def main() -> None:
         sys.exit(f"error: shared data folder not found: {SHARED} (set PAIRDESK_SHARED_DATA)")
     load = os.getloadavg()
     print(
-        f"nproc={len(os.sched_getaffinity(0))}  numba threads={numba.config.NUMBA_NUM_THREADS}  "
+        f"nproc={len(os.sched_getaffinity(0))}  numba threads={numba.get_num_threads()}  "
         f"load avg={load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
     )
     print(
