@@ -221,6 +221,10 @@ def adf_autolag(x: np.ndarray, kc: int) -> tuple[float, int, int, float]:
     p = adf_maxlag(n, kc)
     if p < 0 or n - 1 - p < kc + p + 2:
         return np.nan, -1, 0, np.nan
+    if kc == 1:
+        # with a constant the statistic is invariant to shifting x; centring keeps the Gram
+        # matrix well conditioned for series far from zero (e.g. log prices)
+        x = x - x.mean()
     d, sdd, sxd, sxx, sx, sd = _lag_sums(x, p)
     nd = d.size
     g = _adf_gram(x, d, sdd, sxd, sxx, sx, sd, p, p, kc, False)
