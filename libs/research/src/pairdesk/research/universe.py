@@ -158,7 +158,7 @@ def default_leg_spec(
     Raises
     ------
     ValueError
-        Empty symbol or unknown declared asset class.
+        Empty symbol.
     """
     sym = str(symbol).strip().upper()
     if not sym:
