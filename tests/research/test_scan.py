@@ -291,3 +291,33 @@ def test_bad_period_or_timeframe(
     assert r.exit_code == 2, r.output
     assert re.search(pattern, r.stderr), r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_scan_of_the_shipped_binance_folder(tmp_path: Path) -> None:
+    """The README flow on the shipped folder as is: ingest data/binance_spot_1h, scan BTC/ETH."""
+    store = tmp_path / "store"
+    _ingest(Path("data/binance_spot_1h"), store)
+    out = tmp_path / "o"
+    r = _invoke(
+        "bt",
+        "scan",
+        "--store",
+        store,
+        "--timeframe",
+        "1h",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--period",
+        "2024-10:2025-09",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    row = pd.read_parquet(out / "candidates.parquet").iloc[0]
+    a, _ = load_pair(store, "BTCUSDT", "ETHUSDT", "1h", "2024-10-01", "2025-10-01")
+    assert row["n_bars"] == len(a)
+    assert row["reason"] == ""
+    assert 0.0 <= row["eg_pvalue"] <= 1.0
+    assert row["hedge_ratio"] > 0  # BTC and ETH move together
+    assert row["corr_returns"] > 0.5
+    assert row["round_trip_cost_bps"] == pytest.approx(2 * 20.5 * (1 + row["hedge_ratio"]))
