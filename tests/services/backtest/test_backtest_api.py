@@ -430,3 +430,38 @@ def test_classify_failure_gives_caller_safe_ids() -> None:
     eid, msg = classify_failure(RuntimeError("boom at /secret/path"), req)
     assert eid == "BT_RUN_FAILED"
     assert "/secret" not in msg
+
+
+def test_in_sample_period_fails_the_run_with_its_own_id(bt_worker: BtEnv, tmp_path: Path) -> None:
+    """The engine's honesty guard: a period overlapping the model's training period (2022-01 →
+    2023-12-29, widened by M = 48 bars) is refused; the service never runs in-sample."""
+    env = bt_worker
+    editor = env.token("editor")
+    with env.client() as client:
+        resp = client.post(
+            RUNS, json=body(env.model_version, period="2023-10:2024-01"), headers=editor
+        )
+        assert resp.status_code == 202, resp.text
+        done = wait_terminal(client, resp.json()["data"]["run_id"], editor)
+    assert done["status"] == "failed"
+    assert done["error_id"] == "BT_PERIOD_INSAMPLE"
+    assert "training period" in done["error_message"]
+    assert str(env.store) not in done["error_message"]
+    with pytest.raises(ValueError, match="overlaps the model's training period") as exc:
+        run_backtest_cli(
+            universe=REPO_ROOT / "config" / "universe.yaml",
+            period="2023-12-31:2024-06-30",
+            timeframe="1h",
+            model_dir=env.model_dir,
+            cost=REPO_ROOT / "config" / "cost_table.yaml",
+            store=env.store,
+            out=tmp_path / "never",
+            theta1=None,
+            theta2=None,
+            latency_bars=None,
+            pair_ids=[PAIR],
+        )
+    assert (
+        classify_failure(exc.value, {"period": "2023-12-31:2024-06-30"})[0] == "BT_PERIOD_INSAMPLE"
+    )
+    assert not (tmp_path / "never").exists()

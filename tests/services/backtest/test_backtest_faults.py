@@ -71,7 +71,7 @@ def test_redis_outage_never_leaves_a_run_running(
     editor = env.token("editor")
     req = {
         "pair_ids": ["XAUUSD_XAGUSD"],
-        "period": "2022-01:2024-06",
+        "period": "2024-01:2024-06",  # outside the model's training period (in-sample guard)
         "timeframe": "1h",
         "model_version": bt_model,
         "theta1": 0.05,
