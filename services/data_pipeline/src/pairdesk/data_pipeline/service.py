@@ -74,7 +74,7 @@ from pairdesk.research import store as st
 from pairdesk.research.config import ConfigError
 from pairdesk.research.ingest import IngestError, IngestReport, ingest
 from pairdesk.research.settings import load_settings
-from pairdesk.research.universe import load_universe
+from pairdesk.research.universe import universe_calendars
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -169,9 +169,7 @@ def load_calendars(universe_files: Sequence[Path]) -> dict[str, SessionCalendar]
     """
     calendars: dict[str, SessionCalendar] = {}
     for path in universe_files:
-        for pair in load_universe(path):
-            for leg in (pair.leg_a, pair.leg_b):
-                calendars[leg.symbol] = leg.calendar
+        calendars.update(universe_calendars(path))  # pair legs and ``symbols:`` entries
     return calendars
 
 
