@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pairdesk.quant.dq import CANONICAL_COLUMNS, DQParams, apply_dq, partition_dq
-from pairdesk.quant.sessions import SessionCalendar
+from pairdesk.quant.sessions import BarAnchor, SessionCalendar, default_calendar
 
 REPO = Path(__file__).resolve().parents[2]
 METALS = SessionCalendar.from_mapping(
@@ -451,3 +451,63 @@ def test_params_validation() -> None:
     with pytest.raises(ValueError, match="outlier_window_bars"):
         DQParams(outlier_window_bars=1)
     assert DQParams().as_dict()["spike_k"] == 12.0
+
+
+# ---------------------------------------------------------------- grids, DST, daily bars
+def test_fx_4h_on_the_ny7_grid_fills_inside_the_week_only() -> None:
+    """FX 4h bars on the New York + 7h grid across the US DST end (2024-11-03): only expected
+    bars count, a 1-bar hole inside the week is the midpoint, the week edges are never filled."""
+    cal = default_calendar("EURUSD", bar_anchor=BarAnchor("America/New_York", 420))
+    idx = cal.expected_bar_opens("2024-10-27", "2024-11-09", "4h")
+    # hand check of the grid: Friday 1 Nov last bar 13:00 EDT = 17:00Z, Sunday 3 Nov first bar
+    # 17:00 EST = 22:00Z (DST ended that morning)
+    assert ts("2024-11-01 17:00") in idx
+    assert ts("2024-11-03 22:00") in idx
+    assert ts("2024-11-01 21:00") not in idx
+    closes = 1.0 + 0.001 * np.arange(len(idx))
+    bars = make_bars(idx, closes)
+    full = apply_dq(bars, cal, "4h")
+    assert full.counters.expected == len(idx)
+    assert full.counters.missing == 0
+    # a one-bar hole mid-week -> midpoint of its neighbours
+    hole = ts("2024-11-06 06:00")
+    i = idx.get_loc(hole)
+    res = apply_dq(bars.drop(index=[hole]), cal, "4h")
+    assert res.counters.imputed == 1
+    assert res.bars.loc[hole, "close"] == pytest.approx((closes[i - 1] + closes[i + 1]) / 2)
+    # the last bar before the weekend and the first after it: edges, never filled
+    edges = [ts("2024-11-01 17:00"), ts("2024-11-03 22:00")]
+    res = apply_dq(bars.drop(index=edges), cal, "4h")
+    assert res.counters.imputed == 0
+    assert list(res.missing) == edges
+
+
+def test_equity_daily_holes_and_holidays() -> None:
+    """XNYS daily bars dated by trading day: Thanksgiving is no hole; a missing Tuesday is filled
+    from Monday and Wednesday (the overnight gaps are shorter than a daily bar)."""
+    cal = default_calendar("KO", daily=True)
+    idx = cal.expected_bar_opens("2016-11-14", "2016-12-03", "1d")
+    days = [t.strftime("%m-%d") for t in idx]
+    assert "11-24" not in days  # Thanksgiving
+    assert "11-25" in days  # early close, still a session
+    closes = np.linspace(40.0, 42.0, len(idx))
+    bars = make_bars(idx, closes)
+    assert apply_dq(bars, cal, "1d").counters.missing == 0
+    hole = ts("2016-11-22")
+    i = idx.get_loc(hole)
+    res = apply_dq(bars.drop(index=[hole]), cal, "1d")
+    assert res.counters.imputed == 1
+    assert res.bars.loc[hole, "close"] == pytest.approx((closes[i - 1] + closes[i + 1]) / 2)
+    # Friday and the next Monday are different sessions (the weekend is longer than a day)
+    res = apply_dq(bars.drop(index=[ts("2016-11-18")]), cal, "1d")
+    assert res.counters.imputed == 0
+    assert list(res.missing) == [ts("2016-11-18")]
+
+
+def test_off_grid_timestamp_names_the_anchor() -> None:
+    cal = default_calendar("EURUSD", bar_anchor=BarAnchor("America/New_York", 420))
+    bars = make_bars(pd.DatetimeIndex([ts("2024-11-04 00:00")]), np.array([1.0]))
+    with pytest.raises(
+        ValueError, match=r"not on the 4h grid \(bar anchor America/New_York \+7h\)"
+    ):
+        apply_dq(bars, cal, "4h")

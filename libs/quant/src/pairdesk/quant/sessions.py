@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -545,7 +546,10 @@ def _schedule_in_zone(sch: HolidaySchedule, tz: str) -> tuple[dict[date, int], d
 def _xcal(code: str) -> Any:
     import exchange_calendars as xcals
 
-    return xcals.get_calendar(code, start="1990-01-01", end="2035-12-31")
+    with warnings.catch_warnings():
+        # the library's own use of a pandas API pandas 3 deprecates; nothing we can change
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        return xcals.get_calendar(code, start="1990-01-01", end="2035-12-31")
 
 
 # ---------------------------------------------------------------------- asset classes
