@@ -79,8 +79,9 @@ def two_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("portfolio")
     universe = two_pair_universe(root / "scan_out")
     # what `bt scan` writes next to its universe.yaml (read by the report by file name only)
-    pd.DataFrame({"pair_id": ["XAUUSD_XAGUSD", "BTCUSDT_ETHUSDT"], "half_life_bars": [31.0, 22.0],
-                  "selected": [True, True]}).to_csv(root / "scan_out" / "candidates.csv", index=False)
+    pd.DataFrame({"pair_id": ["XAUUSD_XAGUSD", "BTCUSDT_ETHUSDT", "XAUUSD_BTCUSDT"],
+                  "half_life_bars": [31.0, 22.0, 900.0], "selected": [True, True, False]}).to_csv(
+        root / "scan_out" / "candidates.csv", index=False)
     store = root / "store"
     run_ingest(path=write_drop(root / "drop"), store=store, timeframe="1h", symbols=None, universe=universe)
     models = root / "models" / "p1"
@@ -169,8 +170,10 @@ def test_portfolio_and_pair_rows_match_the_written_files(two_pair: dict[str, Pat
 def test_report_has_portfolio_sections_and_scan_table(two_pair: dict[str, Path]) -> None:
     html = (two_pair["out"] / "report.html").read_text()
     for text in ("Portfolio KPIs", "Adoption rule on the portfolio", "Portfolio equity", "Portfolio drawdown",
-                 "PnL by pair", "id='pairs'", "id='dd-events'", "Pairs chosen by bt scan", "half_life_bars"):
+                 "PnL by pair", "id='pairs'", "id='dd-events'", "Pairs chosen by bt scan (2 of 3",
+                 "half_life_bars"):
         assert text in html, text
+    assert "XAUUSD_BTCUSDT" not in html  # a candidate the scan did not select
     assert html.count("data:image/png;base64,") == 3
     assert "IN-SAMPLE" not in html
     for pid in ("XAUUSD_XAGUSD", "BTCUSDT_ETHUSDT"):

@@ -183,7 +183,8 @@ def render_portfolio_report(
         :attr:`pairdesk.quant.portfolio.PortfolioResult.dd_events`).
     ruin_ts : close time (UTC ISO) of the ruin step (account liquidated) or None.
     warnings : one-line warnings of the run (infeasible θ, in-sample …).
-    candidates : the scan's candidate table, shown as is (first 50 rows).
+    candidates : the scan's ``candidates.csv``; its ``selected`` rows (all rows without that
+        column) are shown, first 50.
     """
     charts: list[tuple[str, str]] = []
     dates = pd.to_datetime(daily_equity["date"])
@@ -238,8 +239,12 @@ def render_portfolio_report(
                  "liquidated)</p>") if ruin_ts else "<p>Ruin: none.</p>"
     scan_html = ""
     if candidates is not None:
-        shown = candidates.head(50)
-        scan_html = ("<h2 id='scan'>Pairs chosen by bt scan (candidates.csv)</h2>"
+        chosen = candidates
+        if "selected" in candidates.columns:
+            chosen = candidates[candidates["selected"].astype(str).str.lower().isin({"true", "1"})]
+        shown = chosen.head(50)
+        scan_html = (f"<h2 id='scan'>Pairs chosen by bt scan ({len(chosen)} of {len(candidates)} candidates in "
+                     "candidates.csv)</h2>"
                      + _table([str(c) for c in shown.columns], shown.astype(object).values.tolist()))
     stamp_html = "".join(f"<tr><td>{_fmt(k)}</td><td><code>{_fmt(v)}</code></td></tr>" for k, v in stamps.items())
     imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'/>"
