@@ -197,6 +197,7 @@ def render_portfolio_report(
     ax.set_title("Portfolio equity (daily, UTC close) and each pair's equity on the shared capital")
     ax.legend(loc="upper left", fontsize=7)
     ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
     charts.append(("Portfolio equity", _png(fig)))
 
     fig, ax = plt.subplots(figsize=(10, 2.6))
@@ -207,6 +208,7 @@ def render_portfolio_report(
     ax.set_ylabel("drawdown (fraction)")
     ax.set_title("Portfolio drawdown, fraction of E_0 (dotted: portfolio dd_policy level changes)")
     ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
     charts.append(("Portfolio drawdown", _png(fig)))
 
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(pair_rows) + 2), 3.0))
