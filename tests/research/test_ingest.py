@@ -519,3 +519,47 @@ def test_crypto_24_7_path(tmp_path: Path, crypto_2025: tuple[pd.DataFrame, pd.Da
     assert a.index.equals(ai.intersection(bi))
     np.testing.assert_array_equal(a["close"].to_numpy(), btc.loc[a.index, "close"].to_numpy())
     np.testing.assert_array_equal(b["close"].to_numpy(), eth.loc[b.index, "close"].to_numpy())
+
+
+# ---------------------------------------------------------------- layouts and grids
+def test_long_format_file_split_filtered_and_checked(tmp_path: Path) -> None:
+    d = _csv(
+        tmp_path / "long",
+        "prices_daily.csv",
+        "ts_utc,symbol,open,high,low,close,volume\n"
+        "2016-11-23,KO,41,42,40,41.5,10\n2016-11-23,PEP,100,101,99,100.5,20\n"
+        "2016-11-25,KO,41.5,42,41,41.8,10\n2016-11-25,PEP,100.5,101,100,100.7,20\n",
+    )
+    got = read_file_drop(d, "1d")
+    assert sorted(got) == ["KO", "PEP"]
+    assert list(got["KO"]["close"]) == [41.5, 41.8]
+    assert got["KO"].attrs["files"] == ["prices_daily.csv"]
+    assert got["KO"].attrs["bar_anchor"] == BarAnchor()
+    assert list(read_file_drop(d, "1d", ["pep"])) == ["PEP"]
+    with pytest.raises(IngestError, match=r"unknown symbol\(s\) XOM"):
+        read_file_drop(d, "1d", ["XOM"])
+    # the file names no 1h word: not read for 1h
+    with pytest.raises(IngestError, match="no <SYMBOL>_1h"):
+        read_file_drop(d, "1h")
+    bad = _csv(
+        tmp_path / "bad",
+        "x_daily.csv",
+        "ts_utc,symbol,open,high,low,close\n2016-11-23,K O!,1,1,1,1\n",
+    )
+    with pytest.raises(IngestError, match=r"x_daily\.csv: invalid symbol at data row 1"):
+        read_file_drop(bad, "1d")
+
+
+def test_declared_bar_anchor_overrides_inference(tmp_path: Path) -> None:
+    """MT5 daily bars (New York 17:00) are inferred on NY+7; a universe declaring the UTC grid
+    for them rejects the file instead of guessing."""
+    text = GOOD_HEADER + "2024-07-01T21:00:00Z,1,1,1,1,1\n2024-12-02T22:00:00Z,1,1,1,1,1\n"
+    d = _csv(tmp_path / "d1", "XAUUSD_1d.csv", text)
+    assert read_file_drop(d, "1d")["XAUUSD"].attrs["bar_anchor"] == BarAnchor(
+        "America/New_York", 420
+    )
+    with pytest.raises(IngestError, match="not on the 1d grid of bar_anchor UTC"):
+        read_file_drop(d, "1d", bar_anchors={"XAUUSD": BarAnchor()})
+    ny7 = replace(METALS, bar_anchor=BarAnchor("America/New_York", 420))
+    rep = ingest(d, "1d", None, tmp_path / "s", {"XAUUSD": ny7}, now=NOW)
+    assert rep.symbols[0].rows_read == 2
