@@ -234,7 +234,7 @@ def _as_ts_ns(ts: npt.ArrayLike) -> IntArray:
     arr = np.asarray(ts)
     if np.issubdtype(arr.dtype, np.datetime64):
         return arr.astype("datetime64[ns]").astype(np.int64)
-    return arr.astype(np.int64)
+    return np.asarray(arr, dtype=np.int64)
 
 
 def infer_bar_ns(ts: npt.ArrayLike) -> int:

@@ -64,9 +64,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from numba.typed import List
 from pairdesk.quant._portfolio_kernel import (
-    EV_COLS,
     PP_DD_ON,
     PP_FLAT,
     PP_GROSS_CAP,
@@ -125,10 +123,8 @@ from pairdesk.quant.rule import (
     _K_NEG,
     _K_PASS1,
     _K_VETO,
-    _NCOL,
     COUNTER_NAMES,
     EXIT_REASONS,
-    RULE_COUNTERS,
     BacktestParams,
     rule_spec,
 )
@@ -484,7 +480,8 @@ def _col(x: npt.ArrayLike, dtype: type, name: str, pair_id: str, n: int) -> np.n
 class _Prepared:
     pair_ids: tuple[str, ...]
     ts: list[IntArray]
-    lists: tuple[Any, ...]  # typed Lists ts, ca, cb, z, beta, prob, risk, tradable, label
+    off: IntArray  # pair i owns [off[i], off[i + 1]) of the flat columns
+    cols: tuple[Any, ...]  # flat ts, ca, cb, z, beta, prob, risk, tradable, label
     has_labels: bool
     specs: FloatArray
     clock: IntArray
@@ -553,8 +550,18 @@ def _prepare(
             margin_requirement=p.margin_requirement,
             pair_gross_cap_usd=cap,
         )
-    lists = tuple(List(c) for c in cols)
-    bad, code = validate_nb(lists[0], lists[1], lists[2])
+    off = np.zeros(len(pairs) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in cols[0]], out=off[1:])
+    flat = tuple(c[0] if len(c) == 1 else np.concatenate(c) for c in cols[:8])
+    if has_labels:
+        labs = [
+            np.full(len(t), np.nan) if lab.shape[0] == 0 else lab
+            for t, lab in zip(cols[0], cols[8], strict=True)
+        ]
+        flat = (*flat, labs[0] if len(labs) == 1 else np.concatenate(labs))
+    else:
+        flat = (*flat, np.empty(0))
+    bad, code = validate_nb(flat[0], flat[1], flat[2], off)
     if bad >= 0:
         pid = ids[bad]
         msg = {
@@ -563,7 +570,7 @@ def _prepare(
             3: "close_b must be finite and > 0 on every bar",
         }[int(code)]
         raise ValueError(msg if len(pairs) == 1 else f"pair {pid}: {msg}")
-    clock = merge_clock_nb(lists[0])
+    clock = merge_clock_nb(flat[0], off)
     if bar_ns is None:
         if clock.shape[0] < 2:
             raise ValueError("need at least 2 bars to infer the bar length; pass bar_ns")
@@ -582,7 +589,8 @@ def _prepare(
     return _Prepared(
         pair_ids=ids,
         ts=cols[0],
-        lists=lists,
+        off=off,
+        cols=flat,
         has_labels=has_labels,
         specs=specs,
         clock=clock,
@@ -607,47 +615,31 @@ class _Raw:
     ruin_c: int
 
 
-def _run(p: _Prepared, theta1: float, theta2: float, pp: FloatArray, cap_trades: int = 0) -> _Raw:
-    n_pairs = len(p.pair_ids)
-    n_clock = p.clock.shape[0]
-    cap_t = cap_trades or max(64, n_clock // 4)
-    cap_e = 1024
-    while True:
-        equity = np.empty(n_clock)
-        trades = np.empty((cap_t, _NCOL))
-        trade_pair = np.empty(cap_t, dtype=np.int64)
-        counters = np.zeros((n_pairs, RULE_COUNTERS), dtype=np.int64)
-        events = np.empty((cap_e, EV_COLS))
-        pdp = np.zeros((n_pairs, p.n_days))
-        ls = p.lists
-        k, nev, ruin_c = portfolio_kernel_nb(
-            ls[0],
-            ls[1],
-            ls[2],
-            ls[3],
-            ls[4],
-            ls[5],
-            ls[6],
-            ls[7],
-            ls[8],
-            p.specs,
-            p.clock,
-            p.mult,
-            p.swapc,
-            p.day_idx,
-            float(theta1),
-            float(theta2),
-            pp,
-            equity,
-            trades,
-            trade_pair,
-            counters,
-            events,
-            pdp,
-        )
-        if k <= cap_t and nev <= cap_e:
-            return _Raw(equity, trades[:k], trade_pair[:k], counters, events[:nev], pdp, ruin_c)
-        cap_t, cap_e = max(cap_t, k), max(cap_e, nev)
+def _run(p: _Prepared, theta1: float, theta2: float, pp: FloatArray, trade_cap: int = 0) -> _Raw:
+    c = p.cols
+    eq, tr, tp, cnt, ev, pdp, k, nev, ruin_c = portfolio_kernel_nb(
+        p.off,
+        c[0],
+        c[1],
+        c[2],
+        c[3],
+        c[4],
+        c[5],
+        c[6],
+        c[7],
+        c[8],
+        p.specs,
+        p.clock,
+        p.mult,
+        p.swapc,
+        p.day_idx,
+        p.n_days,
+        float(theta1),
+        float(theta2),
+        pp,
+        trade_cap or max(64, c[0].shape[0] // 64),
+    )
+    return _Raw(eq, tr[:k], tp[:k], cnt, ev[:nev], pdp, int(ruin_c))
 
 
 # ----------------------------------------------------------------------------------------------
