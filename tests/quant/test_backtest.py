@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pairdesk.quant.backtest import (
     GRID_FIELDS,
+    BacktestCounters,
     BacktestParams,
     BacktestResult,
     ThetaObjectiveParams,
@@ -23,8 +24,9 @@ from pairdesk.quant.backtest import (
     run_backtest,
     theta_grid,
 )
-from pairdesk.quant.costs import CostModel, LegCosts, LegSpec, legs_from_universe
+from pairdesk.quant.costs import CostModel, LegCosts, LegSpec, legs_from_universe, round_to_tick
 from pairdesk.quant.metrics import KPI_NAMES
+from pairdesk.quant.rule import PairBook, RuleBar, RuleGate
 
 REPO = Path(__file__).resolve().parents[2]
 H = 3_600_000_000_000
@@ -383,6 +385,53 @@ def test_real_data_accounting_identities(metals_inputs: dict[str, Any]) -> None:
     daily = res.daily_equity()
     assert daily["equity"].iloc[-1] == res.equity[-1]
     assert (daily["dd"] >= 0).all()
+
+
+@pytest.mark.parametrize("latency", [0, 1, 2])
+def test_pair_book_stepped_bar_by_bar_is_run_backtest(
+    metals_inputs: dict[str, Any], latency: int
+) -> None:
+    # the live paper book (pairdesk.quant.rule.PairBook) and run_backtest are one rule
+    d = metals_inputs
+    params = BacktestParams(theta1=0.6, theta2=0.4, latency_bars=latency)
+    res = run_real(d, params)
+    leg_a, leg_b = d["legs"]
+    book = PairBook(params, leg_a, leg_b, d["costs"], d["min_notional"])
+    close_time = np.asarray(pd.DatetimeIndex(d["ts"]).as_unit("ns").asi8) + H
+    mult = d["costs"].slippage_multiplier(close_time)
+    swapc = d["costs"].swap_cumulative(close_time)
+    gate = RuleGate(theta1=params.theta1, theta2=params.theta2)
+    n = len(d["close_a"])
+    equity = np.empty(n)
+    closed = []
+    for t in range(n):
+        bar = RuleBar(
+            t=t,
+            close_a=float(d["close_a"][t]),
+            close_b=float(d["close_b"][t]),
+            ref_a=round_to_tick(float(d["close_a"][t]), leg_a.tick_size),
+            ref_b=round_to_tick(float(d["close_b"][t]), leg_b.tick_size),
+            z=float(d["z"][t]),
+            beta=float(d["beta"][t]),
+            prob=float(d["return_prob"][t]),
+            risk=float(d["risk_score"][t]),
+            tradable=bool(d["tradable"][t]),
+            mult=float(mult[t]),
+            swapc=float(swapc[t]),
+            last=t == n - 1,
+            risk_label=float(d["risk_label"][t]),
+        )
+        before = book.trades_closed
+        book.step(bar, gate)
+        if book.trades_closed > before:
+            closed.append(book.realised)
+        equity[t] = book.mark(bar)
+    np.testing.assert_array_equal(equity, res.equity)
+    assert len(closed) == len(res.trades) > 10
+    np.testing.assert_allclose(
+        np.diff(closed, prepend=0.0), res.trades["pnl"].to_numpy(), rtol=1e-12, atol=1e-9
+    )
+    assert BacktestCounters.from_array(book.counters) == res.counters
 
 
 def test_look_ahead_perturbing_after_t(metals_inputs: dict[str, Any]) -> None:
