@@ -123,19 +123,19 @@ def test_prometheus_scrapes_all_six(platform: Platform) -> None:
 
 
 # --- ops: halt at 3 a.m., resume with guards ------------------------------------------------
-# Entries of the same model and θ on this data (bt run 2023-07:2024-06; fills one bar after the
-# signal bar): none between 2023-10-13 and April 2024, then E1 long 2024-04-17 17:00 (exit
-# 04-19), E2 long 04-30 14:00 (exit 05-02), E3 short 05-07 02:00. data_pipeline stores whole
-# monthly partitions, so the drops are months: March and before warm the live state up, April
-# arrives halted (E1 and E2 must be blocked), May after the resume (E3 must be emitted: the live
-# book is flat then, as the backtest's was).
-E1 = pd.Timestamp("2024-04-17 17:00", tz="UTC")
-E2 = pd.Timestamp("2024-04-30 14:00", tz="UTC")
-E3 = pd.Timestamp("2024-05-07 02:00", tz="UTC")
+# The entries the live loop must block / emit are those ``bt run`` takes with the same model and
+# θ on this data (fills one bar after the signal bar), read from its trades rather than pinned:
+# data_pipeline stores whole monthly partitions, so the drops are months: March and before warm
+# the live state up, April arrives halted (every backtest entry of April must be blocked), May and
+# June after the resume (the first backtest entry after May 1 must be emitted: the live book is
+# flat then, and the backtest's must have been flat since May 1 too for the two to agree).
+BT_PERIOD = PERIOD  # outside the model's training period (the in-sample guard refuses earlier)
+APRIL = (pd.Timestamp("2024-04-01", tz="UTC"), pd.Timestamp("2024-05-01", tz="UTC"))
+RESUMED = (pd.Timestamp("2024-05-01", tz="UTC"), pd.Timestamp("2024-07-01", tz="UTC"))
 DROPS = {
     "a": ("2023-11-01", "2024-04-01"),  # history: warms the live state up, nothing emitted
-    "b": ("2024-04-01", "2024-05-01"),  # halted: E1 and E2 blocked
-    "c": ("2024-05-01", "2024-06-01"),  # resumed: E3 emitted
+    "b": ("2024-04-01", "2024-05-01"),  # halted: the April entries blocked
+    "c": ("2024-05-01", "2024-07-01"),  # resumed: the first entry after May 1 emitted
 }
 
 
@@ -184,7 +184,32 @@ def _signals(platform: Platform, since: str, until: str) -> list[dict[str, Any]]
             return out
 
 
-def test_ops_halt_blocks_entries_and_resume_restores_them(platform: Platform) -> None:
+def _backtest_entries(platform: Platform, out: Path) -> pd.DataFrame:
+    """Trades of ``bt run`` over :data:`BT_PERIOD` with the platform's model and θ (UTC times)."""
+    result = CliRunner().invoke(bt_app, [
+        "run", "--universe", str(REPO / "config" / "universe.yaml"), "--period", BT_PERIOD,
+        "--timeframe", "1h", "--model-dir", str(platform.model_dir),
+        "--cost", str(REPO / "config" / "cost_table.yaml"), "--store", str(platform.store),
+        "--out", str(out), "--theta1", str(THETA1), "--theta2", str(THETA2)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trades = pd.read_csv(out / "bt_trades.csv")
+    for col in ("timestamp_entry", "timestamp_exit"):
+        trades[col] = pd.to_datetime(trades[col], utc=True)
+    return trades.sort_values("timestamp_entry").reset_index(drop=True)
+
+
+def test_ops_halt_blocks_entries_and_resume_restores_them(
+    platform: Platform, tmp_path: Path
+) -> None:
+    trades = _backtest_entries(platform, tmp_path / "bt_ops")
+    entry = trades["timestamp_entry"]
+    april = trades[(entry >= APRIL[0]) & (entry < APRIL[1])]
+    assert len(april) > 0, "the backtest has no April entry: the halt would block nothing"
+    later = trades[(entry >= RESUMED[0]) & (entry < RESUMED[1])]
+    assert len(later) > 0, "the backtest has no entry after May 1: the resume would restore nothing"
+    first_later = later.iloc[0]
+    # the backtest book is flat from May 1 to that entry, like the live book after the halt
+    assert (trades.loc[entry < RESUMED[0], "timestamp_exit"] < RESUMED[0]).all()
     ops = platform.urls["ops_api"]
     core = platform.urls["core_inference"]
     act = httpx.post(f"{core}/api/v1/models/{platform.model_version}/activate",
@@ -209,8 +234,8 @@ def test_ops_halt_blocks_entries_and_resume_restores_them(platform: Platform) ->
     assert len(during) > 400  # one signal per bar
     assert not [s for s in during if s["action"].startswith("enter")]
     blocked = [pd.Timestamp(s["ts_utc"]) for s in during if s["action"] == "entry_blocked"]
-    for entry in (E1, E2):  # the signal bar is the bar before the backtest's fill
-        assert any(entry - pd.Timedelta(hours=3) <= ts < entry for ts in blocked), (entry, blocked)
+    for fill in april["timestamp_entry"]:  # the signal bar is the bar before the backtest's fill
+        assert any(fill - pd.Timedelta(hours=3) <= ts < fill for ts in blocked), (fill, blocked)
 
     # an editor may not resume; an approver may, once the guards pass
     body = {"scope": "portfolio", "reason": "e2e: DD recovered",
@@ -226,11 +251,13 @@ def test_ops_halt_blocks_entries_and_resume_restores_them(platform: Platform) ->
     assert state["flags"]["global_halt"] in (None, "none")
 
     _wait_consumed(platform, _ingest(platform, "c"))
-    after = _signals(platform, "2024-05-01T00:00:00Z", "2024-06-01T00:00:00Z")
+    after = _signals(platform, "2024-05-01T00:00:00Z", "2024-07-01T00:00:00Z")
     entries = sorted(
         (s for s in after if s["action"].startswith("enter")), key=lambda s: s["ts_utc"]
     )
     assert entries, "no entry after resume"
-    assert entries[0]["action"] == "enter_short_spread"
-    assert E3 - pd.Timedelta(hours=3) <= pd.Timestamp(entries[0]["ts_utc"]) < E3
+    side = "enter_long_spread" if first_later["side"] == "LONG_SPREAD" else "enter_short_spread"
+    assert entries[0]["action"] == side
+    e3 = first_later["timestamp_entry"]
+    assert e3 - pd.Timedelta(hours=3) <= pd.Timestamp(entries[0]["ts_utc"]) < e3
     assert all(s["stream_id"] for s in during + after)  # every signal reached the stream

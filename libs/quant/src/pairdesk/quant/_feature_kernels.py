@@ -9,8 +9,9 @@ history length, and no feature at bar t reads anything after t.
 
 Numerics
 --------
-**Rolling moments** (rho, corr_stability, the OLS part of beta, beta_stability, z / std_S and the
-half-life regression) are *running shifted sums with an exact recompute*. An accumulator keeps, for
+**Rolling moments** (rho, corr_stability, the OLS part of beta, beta_stability, the z window of the
+log prices ``(p_B, p_A)`` and the half-life regression: lagged log prices against log returns, four
+cross products plus the lagged prices' own moments, combined under today's beta) are *running shifted sums with an exact recompute*. An accumulator keeps, for
 the last ``w`` values (or pairs), ``sum(d)``, ``sum(d^2)`` (and ``sum(dx dy)``, ``sum(dy^2)`` for
 pairs) with ``d = v - c`` around a shift ``c``: each bar adds the new value and subtracts the one
 leaving the window (O(1)), and the centred sums follow as ``css = sum(d^2) - sum(d)^2 / n`` (the
@@ -19,8 +20,11 @@ shift equal to the current mean, on the first full window, every ``w`` updates, 
 mean has drifted from the shift by more than half a window standard deviation. The rounding error
 of an update is ~1e-16 of ``sum(d^2) = css + sum(d)^2 / n``, so this keeps it at the 1e-16 level of
 ``css`` and stops it from accumulating beyond one window: measured against long-double direct
-computations the features stay within ~1e-14 (z, half_life, beta_stability), far inside the 1e-9
-contract. Exactly constant windows are detected exactly (run length of identical trailing values),
+computations the features stay within ~1e-14 (beta_stability), far inside the 1e-9 contract.
+Combining the log-price moments under beta (``v_A - 2 beta c_AB + beta^2 v_B``) cancels the common
+level: the spread variance is a few percent of the legs' on XAU/XAG, so z and the half-life lose
+one or two digits of the ~1e-16 relative accuracy of the centred sums (tested against direct
+numpy window computations to 1e-9 on every bar). Exactly constant windows are detected exactly (run length of identical trailing values),
 so their variance is exactly 0 and the dependent feature is NaN, as with a direct computation. The
 corr_stability accumulator counts NaN rho values (a NaN in the window gives a NaN output).
 
@@ -41,6 +45,12 @@ evaluated. The decision is therefore always that of the exact formula; the guess
 speed. After a conclusive screen the guess moves to the median position interpolated linearly
 within the band (a tracking step; the next exact median replaces it).
 
+**Kalman hedge ratio** (``IP_METHOD == METHOD_KALMAN``): :func:`_kalman_init` collects the first
+``W_b`` bars in the beta accumulator and starts the filter from their OLS fit; :func:`_kalman_step`
+is the scalar-observation, two-state update written out (``R = P + W``, ``Q = x'Rx + V_e``,
+``K = Rx/Q``, ``P = R - (Rx)(Rx)'/Q``), returning the standardised innovation. No window beta is
+estimated under this method.
+
 **Huber IRLS** (on the windows where the switch fires; statsmodels' own iteration often runs to its
 50-iteration cap there) replicates ``statsmodels.RLM(HuberT(), scale_est='mad')``: per iteration an
 element-wise pass for the Huber rho (deviance) and the next weights, one pass of weighted sums
@@ -50,15 +60,26 @@ computed from the change of the fit).
 
 Compilation
 -----------
-Everything is ``cache=True`` and uses numba's numpy error model (a division by zero yields inf/NaN
-rather than raising; degenerate windows are turned into NaN features explicitly). The per-bar
-helpers are marked ``forceinline`` (LLVM ``alwaysinline``), so the loop of :func:`run_bars` has no
-calls on its hot path; the rare paths (exact recomputes, exact medians, Huber IRLS) stay calls.
-:func:`run_bars` is compiled with ``_nrt=False`` (inherited by the helpers compiled for it): it
-allocates nothing, and without numba's runtime no atomic reference counting of the state arrays is
-emitted, about a third of the per-bar time otherwise. The hot path also indexes the state arrays
-directly rather than through array views. Cold compilation of the loop takes ~12 s, once per
-numba cache.
+Everything is ``cache=True`` (numba writes the compiled code next to this file, in
+``__pycache__``, keyed by the source file's timestamp and size, so an edit invalidates it; several
+processes, e.g. xdist workers, may compile and write it at once: numba writes each entry to a
+temporary file and renames it) and uses numba's numpy error model (a division by zero yields
+inf/NaN rather than raising; degenerate windows are turned into NaN features explicitly). The
+per-bar helpers are marked ``forceinline`` (LLVM ``alwaysinline``), so the loop of
+:func:`run_bars` has no calls on its hot path; the rare paths (exact recomputes, exact medians,
+Huber IRLS) stay calls. :func:`run_bars` is compiled with ``_nrt=False`` (inherited by the helpers
+compiled for it): it allocates nothing, and without numba's runtime no atomic reference counting
+of the state arrays is emitted, about a third of the per-bar time otherwise. The hot path also
+indexes the state arrays directly rather than through array views.
+
+The layout constants are numpy ``int64`` (``_I``), not Python ints: numba types a Python int
+global passed to a jitted function as a *literal* and compiles one specialisation of the callee
+per value, so every accumulator and ring helper was compiled once per row it was called with
+(10 copies of ``_acc_due``, 11 of ``_push``). Each helper now compiles once. Cold compile of
+``compute_features`` (fresh cache, idle 2-core machine): ~8.6 s (was ~13 s); a later process
+loads the cache in ~0.7 s. Of the cold time, ``update_bar`` and the loop take ~4 s, the Huber
+machinery ~2.5 s, the small helpers ~1.5 s (numba compiles every helper on its own before LLVM
+inlines it).
 
 Layout
 ------
@@ -67,10 +88,10 @@ Layout
 ``rb`` (float64, shape (N_RINGS, 2*C)): ring buffers. Each value is written twice, at ``pos`` and
 ``pos + C``, so the last ``w <= C`` values are always the contiguous slice ending at
 ``(cnt - 1) % C + C`` (oldest first). ``C`` is a power of two (positions are bit masks, no integer
-division) of at least the longest window + 2, so the value leaving a window (and the half-life
-pair's lagged spread) is still in the ring.
+division) of at least the longest window + 2, so the value leaving a window (and the lagged log
+price leaving the half-life window) is still in the ring.
 ``sw`` (float64, shape (3, W_med)): sorted windows of the last ``W_med`` ATR values (legs A, B,
-spread).
+hedged spread; rows ``SW_*``).
 ``sc`` (float64, shape (N_SC, W_beta)): scratch rows for the beta window (see ``SC_*``).
 ``af`` (float64, shape (N_M, N_AF)) and ``ai`` (int64, shape (N_M, N_AI)): rolling-moment
 accumulators, one row per ``M_*`` statistic (columns ``AF_*`` / ``AI_*``).
@@ -85,6 +106,12 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+#: Integer constants (layout indices, sizes, method codes) are numpy int64 rather than Python ints:
+#: numba types a Python int global passed to a jitted function as a literal and compiles one
+#: specialisation of the callee per value (10 copies of each accumulator helper, one per row),
+#: which multiplied the cold compile time; an int64 global is folded all the same after inlining.
+_I = np.int64
+
 #: Options of every kernel: cached on disk, numpy error model (x/0 gives inf/NaN, never raises).
 _OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy"}
 #: Per-bar helpers: marked ``alwaysinline`` for LLVM, so the loop has no calls (and no argument
@@ -96,152 +123,166 @@ _INLINE: dict[str, Any] = {**_OPTS, "forceinline": True}
 _NO_NRT: dict[str, Any] = {**_OPTS, "_nrt": False}
 
 # ---- int parameters (ip)
-IP_WB = 0  # beta window (bars)
-IP_WZ = 1  # z window (bars); also the half-life and std_S windows
-IP_WR = 2  # rho window (log returns)
-IP_WS = 3  # slope window (bars)
-IP_NATR = 4  # Wilder ATR period
-IP_WMED = 5  # ATR median baseline window (bars)
-IP_NRSI = 6  # Wilder RSI period
-IP_MAXIT = 7  # Huber IRLS maxiter (statsmodels semantics)
-IP_C = 8  # ring capacity: a power of two >= longest window + 2
-IP_WARM = 9  # warm-up bars: rows with bar index < this are all-NaN
-IP_METHOD = 10  # hedge ratio: METHOD_OLS or METHOD_KALMAN
-N_IP = 11
+IP_WB = _I(0)  # beta window (bars)
+IP_WZ = _I(1)  # z window (bars); also the half-life and std_S windows
+IP_WR = _I(2)  # rho window (log returns)
+IP_WS = _I(3)  # slope window (bars)
+IP_NATR = _I(4)  # Wilder ATR period
+IP_WMED = _I(5)  # ATR median baseline window (bars)
+IP_NRSI = _I(6)  # Wilder RSI period
+IP_MAXIT = _I(7)  # Huber IRLS maxiter (statsmodels semantics)
+IP_C = _I(8)  # ring capacity: a power of two >= longest window + 2
+IP_WARM = _I(9)  # warm-up bars: rows with bar index < this are all-NaN
+IP_METHOD = _I(10)  # hedge ratio: METHOD_OLS or METHOD_KALMAN
+N_IP = _I(11)
 
-METHOD_OLS = 0  # rolling OLS/Huber window beta, EMA-smoothed
-METHOD_KALMAN = 1  # Kalman filter on (alpha, beta), random-walk state
+METHOD_OLS = _I(0)  # rolling OLS/Huber window beta, EMA-smoothed
+METHOD_KALMAN = _I(1)  # Kalman filter on (alpha, beta), random-walk state
 
 # ---- float parameters (fp)
-FP_ABETA = 0  # EMA alpha for beta
-FP_HRATIO = 1  # Huber switch threshold on std(e)/(MAD(e)/0.67449)
-FP_HT = 2  # Huber t
-FP_ZCLIP = 3
-FP_AZ = 4  # EMA alpha for z_ema
-FP_HLLO = 5
-FP_HLHI = 6
-FP_AFAST = 7
-FP_ASLOW = 8
-FP_HTOL = 9  # Huber IRLS tolerance on the deviance
-FP_BEPS = 10  # epsilon in beta_stability denominator
-FP_KQ = 11  # Kalman: state noise variance per unit observation variance, delta / (1 - delta)
-FP_KVE = 12  # Kalman: observation variance (NaN = the OLS residual variance of the first window)
-N_FP = 13
+FP_ABETA = _I(0)  # EMA alpha for beta
+FP_HRATIO = _I(1)  # Huber switch threshold on std(e)/(MAD(e)/0.67449)
+FP_HT = _I(2)  # Huber t
+FP_ZCLIP = _I(3)
+FP_AZ = _I(4)  # EMA alpha for z_ema
+FP_HLLO = _I(5)
+FP_HLHI = _I(6)
+FP_AFAST = _I(7)
+FP_ASLOW = _I(8)
+FP_HTOL = _I(9)  # Huber IRLS tolerance on the deviance
+FP_BEPS = _I(10)  # epsilon in beta_stability denominator
+FP_KQ = _I(11)  # Kalman: state noise variance per unit observation variance, delta / (1 - delta)
+FP_KVE = _I(
+    12
+)  # Kalman: observation variance (NaN = the OLS residual variance of the first window)
+N_FP = _I(13)
 
 # ---- int state (si)
-SI_NBARS = 0
-SI_NRET = 1  # log returns pushed
-SI_NS = 2  # hedged-spread values pushed (== hedge-ratio values pushed)
-SI_NZ = 3  # z values pushed
-SI_NRHO = 4  # rho values pushed
-SI_NTR = 5  # leg true ranges seen
-SI_NATRL = 6  # leg ATR values pushed
-SI_NATRS = 7  # spread ATR values pushed
-SI_NHUBER = 8  # windows where the Huber re-estimate fired (diagnostic)
-N_SI = 9
+SI_NBARS = _I(0)
+SI_NRET = _I(1)  # log returns pushed
+SI_NS = _I(2)  # hedged-spread values pushed (== hedge-ratio values pushed)
+SI_NZ = _I(3)  # z values pushed
+SI_NRHO = _I(4)  # rho values pushed
+SI_NTR = _I(5)  # leg true ranges seen
+SI_NATRL = _I(6)  # leg ATR values pushed
+SI_NATRS = _I(7)  # spread ATR values pushed
+SI_NHUBER = _I(8)  # windows where the Huber re-estimate fired (diagnostic)
+N_SI = _I(9)
 
 # ---- float state (sf)
-SF_PCA = 0  # previous close A
-SF_PCB = 1
-SF_PPA = 2  # previous log close A
-SF_PPB = 3
-SF_BETA = 4  # smoothed beta (NaN until seeded)
-SF_EMAF = 5
-SF_EMAS = 6
-SF_ZEMA = 7
-SF_ATRA = 8  # running sum during seeding, then Wilder ATR
-SF_ATRB = 9
-SF_ATRS = 10
-SF_RSIG = 11
-SF_RSIL = 12
-SF_EMED = 13  # guess of the OLS residual median (NaN = none yet)
-SF_H = 14  # hedged spread H (sum of hedged returns since the first hedge ratio)
-SF_KA = 15  # Kalman state: intercept alpha
-SF_KP11 = 16  # Kalman state covariance (alpha, alpha)
-SF_KP12 = 17  # (alpha, beta)
-SF_KP22 = 18  # (beta, beta)
-SF_KVE = 19  # Kalman observation variance in use
-N_SF = 20
+SF_PCA = _I(0)  # previous close A
+SF_PCB = _I(1)
+SF_PPA = _I(2)  # previous log close A
+SF_PPB = _I(3)
+SF_BETA = _I(4)  # smoothed beta (NaN until seeded)
+SF_EMAF = _I(5)
+SF_EMAS = _I(6)
+SF_ZEMA = _I(7)
+SF_ATRA = _I(8)  # running sum during seeding, then Wilder ATR
+SF_ATRB = _I(9)
+SF_ATRS = _I(10)
+SF_RSIG = _I(11)
+SF_RSIL = _I(12)
+SF_EMED = _I(13)  # guess of the OLS residual median (NaN = none yet)
+SF_H = _I(14)  # hedged spread H (sum of hedged returns since the first hedge ratio)
+SF_KA = _I(15)  # Kalman state: intercept alpha
+SF_KP11 = _I(16)  # Kalman state covariance (alpha, alpha)
+SF_KP12 = _I(17)  # (alpha, beta)
+SF_KP22 = _I(18)  # (beta, beta)
+SF_KVE = _I(19)  # Kalman observation variance in use
+N_SF = _I(20)
 
 # ---- rings (rb rows)
-R_PA = 0
-R_PB = 1
-R_RA = 2
-R_RB = 3
-R_BETA = 4
-R_H = 5  # hedged spread H
-R_Z = 6
-R_RHO = 7
-R_ATRA = 8
-R_ATRB = 9
-R_ATRS = 10
-N_RINGS = 11
+R_PA = _I(0)
+R_PB = _I(1)
+R_RA = _I(2)
+R_RB = _I(3)
+R_BETA = _I(4)
+R_H = _I(5)  # hedged spread H
+R_Z = _I(6)
+R_RHO = _I(7)
+R_ATRA = _I(8)
+R_ATRB = _I(9)
+R_ATRS = _I(10)
+N_RINGS = _I(11)
 
 # ---- rolling-moment accumulators (af / ai rows); single series use y == 0
-M_RHO = 0  # (r_A, r_B) over W_r log returns
-M_BETA = 1  # (p_B, p_A) over W_b bars: x = p_B, y = p_A
-M_LP = 2  # (p_B,u-1, p_A,u-1) over the W_z half-life pairs (lagged log prices)
-M_CST = 3  # rho over W_r values (NaN-aware)
-M_BST = 4  # hedge ratio over W_b values
-M_PZ = 5  # (p_B, p_A) over W_z bars: the z window
-M_LAA = 6  # (p_A,u-1, r_A,u) over W_z pairs
-M_LBA = 7  # (p_B,u-1, r_A,u)
-M_LAB = 8  # (p_A,u-1, r_B,u)
-M_LBB = 9  # (p_B,u-1, r_B,u)
-N_M = 10
+M_RHO = _I(0)  # (r_A, r_B) over W_r log returns
+M_BETA = _I(1)  # (p_B, p_A) over W_b bars: x = p_B, y = p_A
+M_LP = _I(2)  # (p_B,u-1, p_A,u-1) over the W_z half-life pairs (lagged log prices)
+M_CST = _I(3)  # rho over W_r values (NaN-aware)
+M_BST = _I(4)  # hedge ratio over W_b values
+M_PZ = _I(5)  # (p_B, p_A) over W_z bars: the z window
+M_LAA = _I(6)  # (p_A,u-1, r_A,u) over W_z pairs
+M_LBA = _I(7)  # (p_B,u-1, r_A,u)
+M_LAB = _I(8)  # (p_A,u-1, r_B,u)
+M_LBB = _I(9)  # (p_B,u-1, r_B,u)
+N_M = _I(10)
 # af columns: shifts, shifted sums, last values pushed
-AF_CX = 0
-AF_CY = 1
-AF_SX = 2
-AF_SY = 3
-AF_SXX = 4
-AF_SXY = 5
-AF_SYY = 6
-AF_PX = 7
-AF_PY = 8
-N_AF = 9
+AF_CX = _I(0)
+AF_CY = _I(1)
+AF_SX = _I(2)
+AF_SY = _I(3)
+AF_SXX = _I(4)
+AF_SXY = _I(5)
+AF_SYY = _I(6)
+AF_PX = _I(7)
+AF_PY = _I(8)
+N_AF = _I(9)
 # ai columns
-AI_CNT = 0  # values in the window (<= w)
-AI_AGE = 1  # updates since the last exact recompute
-AI_RLX = 2  # run length of identical trailing x values
-AI_RLY = 3
-AI_NAN = 4  # pairs in the window with a NaN
-N_AI = 5
+AI_CNT = _I(0)  # values in the window (<= w)
+AI_AGE = _I(1)  # updates since the last exact recompute
+AI_RLX = _I(2)  # run length of identical trailing x values
+AI_RLY = _I(3)
+AI_NAN = _I(4)  # pairs in the window with a NaN
+N_AI = _I(5)
 
 # ---- scratch rows (sc)
-SC_E = 0  # residuals
-SC_W = 1  # IRLS weights
-SC_ABS = 2  # |e| (selection is done in place here)
-SC_BUF = 3  # band buffer of the banded median
-SC_DX = 4  # x - mean(x)
-SC_DY = 5  # y - mean(y)
-SC_TMP = 6  # element-wise terms summed by the IRLS (Huber rho, weighted squared residuals)
-N_SC = 7
+SC_E = _I(0)  # residuals
+SC_W = _I(1)  # IRLS weights
+SC_ABS = _I(2)  # |e| (selection is done in place here)
+SC_BUF = _I(3)  # band buffer of the banded median
+SC_DX = _I(4)  # x - mean(x)
+SC_DY = _I(5)  # y - mean(y)
+SC_TMP = _I(6)  # element-wise terms summed by the IRLS (Huber rho, weighted squared residuals)
+N_SC = _I(7)
+
+# ---- sorted-window rows (sw)
+SW_A = _I(0)  # ATR of leg A
+SW_B = _I(1)  # ATR of leg B
+SW_S = _I(2)  # ATR of the hedged spread
+
+# ---- other non-literal constants passed to helpers (see _I)
+SRC_X = _I(0)  # x row of a two-row source array (rolling_window_beta, _switch_screen)
+SRC_Y = _I(1)  # y row
+_LAG1 = _I(1)  # one step back in a ring
+_PAIR = np.bool_(True)  # _acc_refresh: paired accumulator
+_SINGLE = np.bool_(False)  # _acc_refresh: single series
 
 # ---- output columns (same order as features.FEATURE_COLUMNS)
-O_BETA = 0
-O_SPREAD = 1
-O_Z = 2
-O_DZ = 3
-O_ZEMA = 4
-O_ATRS = 5
-O_VOLR = 6
-O_HL = 7
-O_RHO = 8
-O_CSTAB = 9
-O_BSTAB = 10
-O_ATRA = 11
-O_ATRB = 12
-O_ATRRA = 13
-O_ATRRB = 14
-O_EMAGAP = 15
-O_SLOPES = 16
-O_RSI = 17
-O_ADS = 18
-O_ADZ = 19
-O_SLOPEZ = 20
-O_KAPPA = 21  # extra output (features.EXTRA_COLUMNS)
-N_OUT = 22
+O_BETA = _I(0)
+O_SPREAD = _I(1)
+O_Z = _I(2)
+O_DZ = _I(3)
+O_ZEMA = _I(4)
+O_ATRS = _I(5)
+O_VOLR = _I(6)
+O_HL = _I(7)
+O_RHO = _I(8)
+O_CSTAB = _I(9)
+O_BSTAB = _I(10)
+O_ATRA = _I(11)
+O_ATRB = _I(12)
+O_ATRRA = _I(13)
+O_ATRRB = _I(14)
+O_EMAGAP = _I(15)
+O_SLOPES = _I(16)
+O_RSI = _I(17)
+O_ADS = _I(18)
+O_ADZ = _I(19)
+O_SLOPEZ = _I(20)
+O_KAPPA = _I(21)  # extra output (features.EXTRA_COLUMNS)
+N_OUT = _I(22)
 
 #: Phi^-1(3/4): the MAD of a standard normal (statsmodels ``Gaussian.ppf(3/4)``); MAD/this = sigma.
 MAD_NORMAL_C = 0.6744897501960817
@@ -688,7 +729,7 @@ def _switch_screen(e: np.ndarray, n: int, guess: float, delta: float, theta: flo
     ``|e - m|`` below ``theta`` from both sides. Returns 1 (MAD < theta: switch), 0 (MAD > theta:
     no switch) or -1 (inconclusive: compute the median and the MAD exactly).
     """
-    return _screen_counts(e.reshape((1, e.shape[0])), 0, n, guess, delta, theta)[0]
+    return _screen_counts(e.reshape((1, e.shape[0])), SRC_X, n, guess, delta, theta)[0]
 
 
 @njit(**_INLINE)
@@ -995,7 +1036,7 @@ def _beta_update(
     if ai[M_BETA, AI_CNT] < w:
         return np.nan, False, med_guess
     if _acc_due(af, ai, M_BETA, w):
-        _acc_refresh(af, ai, M_BETA, src, rx, end - w, ry, end - w, w, True)
+        _acc_refresh(af, ai, M_BETA, src, rx, end - w, ry, end - w, w, _PAIR)
     mx, my, sxx, sxy, syy = _acc_stats(af, ai, M_BETA)
     return window_beta(
         src, rx, ry, end - w, w, mx, my, sxx, sxy, syy,
@@ -1031,7 +1072,7 @@ def _kalman_init(
         return
     if _acc_due(af, ai, M_BETA, wb):
         st = _end(nb, cap) - wb
-        _acc_refresh(af, ai, M_BETA, rb, R_PB, st, R_PA, st, wb, True)
+        _acc_refresh(af, ai, M_BETA, rb, R_PB, st, R_PA, st, wb, _PAIR)
     mx, my, sxx, sxy, syy = _acc_stats(af, ai, M_BETA)
     if not sxx > 0.0:
         return
@@ -1159,7 +1200,7 @@ def update_bar(
         if nret >= wr:
             if _acc_due(af, ai, M_RHO, wr):
                 st = _end(nret, cap) - wr
-                _acc_refresh(af, ai, M_RHO, rb, R_RA, st, R_RB, st, wr, True)
+                _acc_refresh(af, ai, M_RHO, rb, R_RA, st, R_RB, st, wr, _PAIR)
             _ma, _mb, saa, sab, sbb = _acc_stats(af, ai, M_RHO)
             rho = sab / math.sqrt(saa * sbb) if (saa > 0.0 and sbb > 0.0) else np.nan
             out[O_RHO, col] = rho
@@ -1170,7 +1211,7 @@ def update_bar(
             if nrho >= wr:
                 if _acc_due(af, ai, M_CST, wr):
                     st = _end(nrho, cap) - wr
-                    _acc_refresh(af, ai, M_CST, rb, R_RHO, st, R_RHO, st, wr, False)
+                    _acc_refresh(af, ai, M_CST, rb, R_RHO, st, R_RHO, st, wr, _SINGLE)
                 if ai[M_CST, AI_NAN] == 0:
                     out[O_CSTAB, col] = _acc_stats(af, ai, M_CST)[2] / (wr - 1)
         pca = sf[SF_PCA]
@@ -1189,16 +1230,16 @@ def update_bar(
             old_a = _last(rb, R_ATRA, cnt, cap, wmed - 1) if has_old else 0.0
             old_b = _last(rb, R_ATRB, cnt, cap, wmed - 1) if has_old else 0.0
             fill = wmed if has_old else cnt
-            _sorted_push(sw, 0, fill, old_a, has_old, atra)
-            _sorted_push(sw, 1, fill, old_b, has_old, atrb)
+            _sorted_push(sw, SW_A, fill, old_a, has_old, atra)
+            _sorted_push(sw, SW_B, fill, old_b, has_old, atrb)
             _push(rb, R_ATRA, cnt, cap, atra)
             cnt = _push(rb, R_ATRB, cnt, cap, atrb)
             si[SI_NATRL] = cnt
             out[O_ATRA, col] = atra
             out[O_ATRB, col] = atrb
             if cnt >= wmed:
-                med_a = _sorted_median(sw, 0, wmed)
-                med_b = _sorted_median(sw, 1, wmed)
+                med_a = _sorted_median(sw, SW_A, wmed)
+                med_b = _sorted_median(sw, SW_B, wmed)
                 out[O_ATRRA, col] = atra / med_a if med_a > 0.0 else np.nan
                 out[O_ATRRB, col] = atrb / med_b if med_b > 0.0 else np.nan
     sf[SF_PCA] = ca
@@ -1215,7 +1256,7 @@ def update_bar(
     _acc_push(af, ai, M_PZ, pb, pa, _last(rb, R_PB, nb, cap, wz), _last(rb, R_PA, nb, cap, wz), wz)
     if ai[M_PZ, AI_CNT] == wz and _acc_due(af, ai, M_PZ, wz):
         st = _end(nb, cap) - wz
-        _acc_refresh(af, ai, M_PZ, rb, R_PB, st, R_PA, st, wz, True)
+        _acc_refresh(af, ai, M_PZ, rb, R_PB, st, R_PA, st, wz, _PAIR)
     if nb >= 2:
         nret = si[SI_NRET]
         olb = _last(rb, R_PB, nb, cap, wz + 1)  # lagged prices leaving the window
@@ -1231,15 +1272,15 @@ def update_bar(
             stp = _end(nb, cap) - 1 - wz  # lagged prices p_{u-1}
             str_ = _end(nret, cap) - wz  # returns r_u
             if _acc_due(af, ai, M_LP, wz):
-                _acc_refresh(af, ai, M_LP, rb, R_PB, stp, R_PA, stp, wz, True)
+                _acc_refresh(af, ai, M_LP, rb, R_PB, stp, R_PA, stp, wz, _PAIR)
             if _acc_due(af, ai, M_LAA, wz):
-                _acc_refresh(af, ai, M_LAA, rb, R_PA, stp, R_RA, str_, wz, True)
+                _acc_refresh(af, ai, M_LAA, rb, R_PA, stp, R_RA, str_, wz, _PAIR)
             if _acc_due(af, ai, M_LBA, wz):
-                _acc_refresh(af, ai, M_LBA, rb, R_PB, stp, R_RA, str_, wz, True)
+                _acc_refresh(af, ai, M_LBA, rb, R_PB, stp, R_RA, str_, wz, _PAIR)
             if _acc_due(af, ai, M_LAB, wz):
-                _acc_refresh(af, ai, M_LAB, rb, R_PA, stp, R_RB, str_, wz, True)
+                _acc_refresh(af, ai, M_LAB, rb, R_PA, stp, R_RB, str_, wz, _PAIR)
             if _acc_due(af, ai, M_LBB, wz):
-                _acc_refresh(af, ai, M_LBB, rb, R_PB, stp, R_RB, str_, wz, True)
+                _acc_refresh(af, ai, M_LBB, rb, R_PB, stp, R_RB, str_, wz, _PAIR)
 
     # ---- hedge ratio beta_t (rolling OLS/Huber + EMA, or Kalman filter)
     beta_prev = sf[SF_BETA]
@@ -1281,7 +1322,7 @@ def update_bar(
         if ns >= wb:
             if _acc_due(af, ai, M_BST, wb):
                 st = _end(ns, cap) - wb
-                _acc_refresh(af, ai, M_BST, rb, R_BETA, st, R_BETA, st, wb, False)
+                _acc_refresh(af, ai, M_BST, rb, R_BETA, st, R_BETA, st, wb, _SINGLE)
             m, _my, css, _sxy, _syy = _acc_stats(af, ai, M_BST)
             out[O_BSTAB, col] = math.sqrt(css / (wb - 1)) / (abs(m) + fp[FP_BEPS])
         # EMA fast/slow of H (MACD convention, seeded with the first H)
@@ -1306,11 +1347,11 @@ def update_bar(
                 cnt = si[SI_NATRS]
                 has_old = cnt >= wmed
                 old_s = _last(rb, R_ATRS, cnt, cap, wmed - 1) if has_old else 0.0
-                _sorted_push(sw, 2, wmed if has_old else cnt, old_s, has_old, atrs)
+                _sorted_push(sw, SW_S, wmed if has_old else cnt, old_s, has_old, atrs)
                 cnt = _push(rb, R_ATRS, cnt, cap, atrs)
                 si[SI_NATRS] = cnt
                 if cnt >= wmed:
-                    med_s = _sorted_median(sw, 2, wmed)
+                    med_s = _sorted_median(sw, SW_S, wmed)
                     out[O_VOLR, col] = atrs / med_s if med_s > 0.0 else np.nan
             sf[SF_RSIG] = _wilder(sf[SF_RSIG], h if h > 0.0 else 0.0, nds, nrsi)
             sf[SF_RSIL] = _wilder(sf[SF_RSIL], -h if h < 0.0 else 0.0, nds, nrsi)
@@ -1368,7 +1409,7 @@ def update_bar(
                     sf[SF_ZEMA] = z
             out[O_ZEMA, col] = sf[SF_ZEMA]
             if nz >= 2:
-                dz = z - _last(rb, R_Z, nz, cap, 1)
+                dz = z - _last(rb, R_Z, nz, cap, _LAG1)
                 out[O_DZ, col] = dz
                 out[O_ADZ, col] = abs(dz)
             if nz >= ws:
@@ -1454,8 +1495,8 @@ def rolling_window_beta(
     beta = np.full(n, np.nan)
     used = np.zeros(n, dtype=np.bool_)
     src = np.empty((2, n))
-    src[0] = x
-    src[1] = y
+    src[SRC_X] = x
+    src[SRC_Y] = y
     sc = np.empty((N_SC, w))
     af = np.zeros((N_M, N_AF))
     ai = np.zeros((N_M, N_AI), dtype=np.int64)
@@ -1465,7 +1506,7 @@ def rolling_window_beta(
     for t in range(n):
         old = t - w if t >= w else t
         b, h, med = _beta_update(
-            af, ai, src, 0, 1, t + 1, x[t], y[t], x[old], y[old], w,
+            af, ai, src, SRC_X, SRC_Y, t + 1, x[t], y[t], x[old], y[old], w,
             med, ratio_thr, huber_t, maxiter, tol, sc,
         )  # fmt: skip
         beta[t] = b
