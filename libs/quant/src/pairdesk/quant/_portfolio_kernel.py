@@ -141,246 +141,6 @@ def _level_nb(dd: float, warn: float, halt: float, flat: float) -> int:
     return 0
 
 
-@_njit_no_rc
-def _fill_active_nb(
-    i: int,
-    q: int,
-    off: IntArray,
-    ca: FloatArray,
-    cb: FloatArray,
-    z: FloatArray,
-    beta: FloatArray,
-    prob: FloatArray,
-    risk: FloatArray,
-    trad: BoolArray,
-    lab: FloatArray,
-    has_lab: bool,
-    specs: FloatArray,
-    state: FloatArray,
-    bars: FloatArray,
-    counters: IntArray,
-    mult_c: float,
-    swapc_c: float,
-    out: FloatArray,
-    u: FloatArray,
-    gross: FloatArray,
-    realised: FloatArray,
-) -> int:
-    """Phase 1 of a pair with a position or pending order: build its bar, fill, mark."""
-    st = state[i]
-    sp = specs[i]
-    br = bars[i]
-    last = q == off[i + 1] - 1
-    # reference prices only where a fill can happen at this close
-    need = st[_S_STATE] != OPEN or last or sp[_P_LATENCY] == 0.0
-    _set_bar_nb(
-        br, q - off[i], ca[q], cb[q], sp, z[q], beta[q], prob[q], risk[q], trad[q], last,
-        mult_c, swapc_c, lab[q] if has_lab else np.nan, need,
-    )  # fmt: skip
-    f = rule_fill(st, sp, br, out, counters[i])
-    realised[i] = st[_S_REALISED]
-    u[i] = rule_mark(st, sp, br)
-    gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
-    return f
-
-
-@_njit_no_rc
-def _decide_active_nb(
-    i: int,
-    specs: FloatArray,
-    state: FloatArray,
-    bars: FloatArray,
-    gate: FloatArray,
-    counters: IntArray,
-    out: FloatArray,
-    u: FloatArray,
-    gross: FloatArray,
-    realised: FloatArray,
-) -> int:
-    """Phase 2 of a pair that can act: the rule's decisions, then its mark and gross."""
-    st = state[i]
-    sp = specs[i]
-    br = bars[i]
-    f = rule_decide(st, sp, br, gate, out, counters[i])
-    realised[i] = st[_S_REALISED]
-    u[i] = rule_mark(st, sp, br)
-    gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
-    return f
-
-
-@_njit_no_rc
-def _pair_dd_nb(
-    realised: FloatArray,
-    u: FloatArray,
-    pair_day_max: FloatArray,
-    pair_prev_peak: FloatArray,
-    sigma: FloatArray,
-    pair_latch: BoolArray,
-    pair_level: IntArray,
-    pp: FloatArray,
-    e0: float,
-    step_ev: FloatArray,
-) -> int:
-    """Pair drawdown levels at one clock step; level changes go to ``step_ev`` rows
-    ``(pair, level, dd, sigma)``; returns their number."""
-    n_ev = 0
-    for i in range(realised.shape[0]):
-        pnl = realised[i] + u[i]
-        if pnl > pair_day_max[i]:
-            pair_day_max[i] = pnl
-        s = sigma[i]
-        lvl = 0
-        ddp = 0.0
-        if s > 0.0:
-            pk = max(pair_prev_peak[i], pair_day_max[i])
-            ddp = (pk - pnl) / e0
-            lvl = _level_nb(ddp, pp[PP_K_WARN] * s, pp[PP_K_HALT] * s, pp[PP_K_FLAT] * s)
-        if lvl == 3:
-            pair_latch[i] = True
-        elif lvl == 0:
-            pair_latch[i] = False
-        if pair_latch[i]:
-            lvl = 3
-        if lvl != pair_level[i]:
-            step_ev[n_ev, 0] = i
-            step_ev[n_ev, 1] = lvl
-            step_ev[n_ev, 2] = ddp
-            step_ev[n_ev, 3] = s
-            n_ev += 1
-            pair_level[i] = lvl
-    return n_ev
-
-
-@_njit_no_rc
-def _phase1_nb(
-    t_now: int,
-    off: IntArray,
-    ts: IntArray,
-    ptr: IntArray,
-    has: BoolArray,
-    seen: BoolArray,
-    built: BoolArray,
-    ca: FloatArray,
-    cb: FloatArray,
-    z: FloatArray,
-    beta: FloatArray,
-    prob: FloatArray,
-    risk: FloatArray,
-    trad: BoolArray,
-    lab: FloatArray,
-    has_lab: bool,
-    specs: FloatArray,
-    state: FloatArray,
-    bars: FloatArray,
-    counters: IntArray,
-    mult_c: float,
-    swapc_c: float,
-    step_out: FloatArray,
-    step_pair: IntArray,
-    u: FloatArray,
-    gross: FloatArray,
-    realised: FloatArray,
-) -> int:
-    """Phase 1 of one clock step: which pairs have a bar, and the fills of those with a position
-    or pending order. Closed trades go to ``step_out``/``step_pair``; returns their number."""
-    n_out = 0
-    for i in range(off.shape[0] - 1):
-        q = ptr[i]
-        if q < off[i + 1] and ts[q] == t_now:
-            has[i] = True
-            seen[i] = True
-            built[i] = False
-            if state[i, _S_STATE] != FLAT:  # idle pairs cost nothing more here
-                built[i] = True
-                f = _fill_active_nb(
-                    i, q, off, ca, cb, z, beta, prob, risk, trad, lab, has_lab, specs, state,
-                    bars, counters, mult_c, swapc_c, step_out[n_out], u, gross, realised,
-                )  # fmt: skip
-                if f & STEP_EXIT_FILLED:
-                    step_pair[n_out] = i
-                    n_out += 1
-        else:
-            has[i] = False
-    return n_out
-
-
-@_njit_no_rc
-def _phase2_nb(
-    off: IntArray,
-    ptr: IntArray,
-    has: BoolArray,
-    built: BoolArray,
-    ca: FloatArray,
-    cb: FloatArray,
-    z: FloatArray,
-    beta: FloatArray,
-    prob: FloatArray,
-    risk: FloatArray,
-    trad: BoolArray,
-    lab: FloatArray,
-    has_lab: bool,
-    specs: FloatArray,
-    state: FloatArray,
-    bars: FloatArray,
-    counters: IntArray,
-    mult_c: float,
-    swapc_c: float,
-    step_out: FloatArray,
-    step_pair: IntArray,
-    u: FloatArray,
-    gross: FloatArray,
-    realised: FloatArray,
-    gate: FloatArray,
-    port_level: int,
-    pair_level: IntArray,
-    lev_warn: float,
-    eq: float,
-    used_m: float,
-    used_g: float,
-    gross_cap: float,
-    mreq: FloatArray,
-) -> int:
-    """Phase 2 of one clock step: the decisions of the pairs with a bar, in pair order, each
-    seeing the margin and gross notional taken before it. Returns the number of closed trades
-    written to ``step_out``/``step_pair``."""
-    n_out = 0
-    for i in range(off.shape[0] - 1):
-        if not has[i]:
-            continue
-        q = ptr[i]
-        ptr[i] = q + 1
-        last = q == off[i + 1] - 1
-        if state[i, _S_STATE] == FLAT and not np.isfinite(prob[q]) and not last:
-            continue  # flat and no AI1 candidate: nothing can happen
-        if not built[i]:
-            _set_bar_nb(
-                bars[i], q - off[i], ca[q], cb[q], specs[i], z[q], beta[q], prob[q], risk[q],
-                trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan,
-                last or specs[i, _P_LATENCY] == 0.0,
-            )  # fmt: skip
-        lvl = max(port_level, pair_level[i])
-        gate[2] = lev_warn if lvl == 1 else 1.0
-        gate[3] = 1.0 if lvl >= 2 else 0.0
-        if port_level == 3:
-            gate[5] = _R_DD_FLATTEN
-        elif pair_level[i] == 3:
-            gate[5] = _R_DD_FLATTEN_PAIR
-        else:
-            gate[5] = -1.0
-        gate[6] = eq - used_m
-        gate[7] = gross_cap - used_g
-        g0 = gross[i]
-        f = _decide_active_nb(
-            i, specs, state, bars, gate, counters, step_out[n_out], u, gross, realised
-        )
-        if f & STEP_EXIT_FILLED:
-            step_pair[n_out] = i
-            n_out += 1
-        used_g += gross[i] - g0
-        used_m += (gross[i] - g0) * mreq[i]
-    return n_out
-
-
 _SC_K, _SC_NEV, _SC_PLEVEL, _SC_PLATCH, _SC_DAY, _SC_DAYMAX, _SC_PEAK, _SC_NDONE, _SC_RUIN = range(
     9
 )
@@ -528,11 +288,34 @@ def _loop_nb(
         mult_c = mult[c]
         swapc_c = swapc[c]
         # ---- phase 1: fills due at this close
-        n_out = _phase1_nb(
-            t_now, off, ts, ptr, has, seen, built, ca, cb, z, beta, prob, risk, trad, lab,
-            has_lab, specs, state, bars, counters, mult_c, swapc_c, step_out, step_pair,
-            u, gross, realised,
-        )  # fmt: skip
+        n_out = 0
+        for i in range(off.shape[0] - 1):
+            q = ptr[i]
+            if q < off[i + 1] and ts[q] == t_now:
+                has[i] = True
+                seen[i] = True
+                built[i] = False
+                if state[i, _S_STATE] != FLAT:  # idle pairs cost nothing more here
+                    built[i] = True
+                    st = state[i]
+                    sp = specs[i]
+                    br = bars[i]
+                    last = q == off[i + 1] - 1
+                    # reference prices only where a fill can happen at this close
+                    need = st[_S_STATE] != OPEN or last or sp[_P_LATENCY] == 0.0
+                    _set_bar_nb(
+                        br, q - off[i], ca[q], cb[q], sp, z[q], beta[q], prob[q], risk[q],
+                        trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan, need,
+                    )  # fmt: skip
+                    f = rule_fill(st, sp, br, step_out[n_out], counters[i])
+                    realised[i] = st[_S_REALISED]
+                    u[i] = rule_mark(st, sp, br)
+                    gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
+                    if f & STEP_EXIT_FILLED:
+                        step_pair[n_out] = i
+                        n_out += 1
+            else:
+                has[i] = False
         for j in range(n_out):
             for jj in range(_NCOL):
                 trades[k, jj] = step_out[j, jj]
@@ -592,10 +375,33 @@ def _loop_nb(
                 nev += 1
                 port_level = lvl
             if pair_on:
-                n_ev = _pair_dd_nb(
-                    realised, u, pair_day_max, pair_prev_peak, sigma, pair_latch, pair_level,
-                    pp, e0, step_ev,
-                )  # fmt: skip
+                n_ev = 0
+                for i in range(realised.shape[0]):
+                    pnl = realised[i] + u[i]
+                    if pnl > pair_day_max[i]:
+                        pair_day_max[i] = pnl
+                    s = sigma[i]
+                    lvl = 0
+                    ddp = 0.0
+                    if s > 0.0:
+                        pk = max(pair_prev_peak[i], pair_day_max[i])
+                        ddp = (pk - pnl) / e0
+                        lvl = _level_nb(
+                            ddp, pp[PP_K_WARN] * s, pp[PP_K_HALT] * s, pp[PP_K_FLAT] * s
+                        )
+                    if lvl == 3:
+                        pair_latch[i] = True
+                    elif lvl == 0:
+                        pair_latch[i] = False
+                    if pair_latch[i]:
+                        lvl = 3
+                    if lvl != pair_level[i]:
+                        step_ev[n_ev, 0] = i
+                        step_ev[n_ev, 1] = lvl
+                        step_ev[n_ev, 2] = ddp
+                        step_ev[n_ev, 3] = s
+                        n_ev += 1
+                        pair_level[i] = lvl
                 for j in range(n_ev):
                     _set_event_nb(
                         events[nev], c, int(step_ev[j, 0]), int(step_ev[j, 1]), step_ev[j, 2],
@@ -606,11 +412,45 @@ def _loop_nb(
         gate[0] = theta1
         gate[1] = theta2
         gate[4] = 0.0
-        n_out = _phase2_nb(
-            off, ptr, has, built, ca, cb, z, beta, prob, risk, trad, lab, has_lab, specs,
-            state, bars, counters, mult_c, swapc_c, step_out, step_pair, u, gross, realised,
-            gate, port_level, pair_level, lev_warn, eq, used_m, used_g, gross_cap, mreq,
-        )  # fmt: skip
+        n_out = 0
+        for i in range(off.shape[0] - 1):
+            if not has[i]:
+                continue
+            q = ptr[i]
+            ptr[i] = q + 1
+            last = q == off[i + 1] - 1
+            if state[i, _S_STATE] == FLAT and not np.isfinite(prob[q]) and not last:
+                continue  # flat and no AI1 candidate: nothing can happen
+            if not built[i]:
+                _set_bar_nb(
+                    bars[i], q - off[i], ca[q], cb[q], specs[i], z[q], beta[q], prob[q], risk[q],
+                    trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan,
+                    last or specs[i, _P_LATENCY] == 0.0,
+                )  # fmt: skip
+            lvl = max(port_level, pair_level[i])
+            gate[2] = lev_warn if lvl == 1 else 1.0
+            gate[3] = 1.0 if lvl >= 2 else 0.0
+            if port_level == 3:
+                gate[5] = _R_DD_FLATTEN
+            elif pair_level[i] == 3:
+                gate[5] = _R_DD_FLATTEN_PAIR
+            else:
+                gate[5] = -1.0
+            gate[6] = eq - used_m
+            gate[7] = gross_cap - used_g
+            g0 = gross[i]
+            st = state[i]
+            sp = specs[i]
+            br = bars[i]
+            f = rule_decide(st, sp, br, gate, step_out[n_out], counters[i])
+            realised[i] = st[_S_REALISED]
+            u[i] = rule_mark(st, sp, br)
+            gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
+            if f & STEP_EXIT_FILLED:
+                step_pair[n_out] = i
+                n_out += 1
+            used_g += gross[i] - g0
+            used_m += (gross[i] - g0) * mreq[i]
         for j in range(n_out):
             for jj in range(_NCOL):
                 trades[k, jj] = step_out[j, jj]

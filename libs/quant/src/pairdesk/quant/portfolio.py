@@ -46,9 +46,9 @@ Model (*choice* marks what the spec leaves open):
   PnL_i) / E_0`` on the pair's cumulative PnL over the same window; thresholds ``k_warn / k_halt /
   k_flatten × σ_i``, ``σ_i`` the standard deviation (ddof 1) of the pair's daily PnL over the
   **active** days (PnL ≠ 0) among the last ``rolling_window_business_days`` completed trading
-  days, as a fraction of ``E_0`` (needs ``pair_sigma_min_days`` active days and σ > 0); same consequences for that pair (reason ``dd_flatten_pair``). A pair's
-  gate is the stricter of the portfolio level and its own level. Every level change is
-  recorded (``dd_events``).
+  days, as a fraction of ``E_0`` (needs ``pair_sigma_min_days`` active days and σ > 0); same
+  consequences for that pair (reason ``dd_flatten_pair``). A pair's gate is the stricter of the
+  portfolio level and its own level. Every level change is recorded (``dd_events``).
 * **KPIs** on the portfolio equity (:func:`pairdesk.quant.metrics.compute_kpis`: daily returns
   ``ΔE_d / E_0``, Sharpe, annualised return ``mean · P``, MaxDD in units of ``E_0``); per-pair
   KPIs (on ``E_0 +`` the pair's daily cumulative PnL) are diagnostics.
