@@ -248,15 +248,30 @@ def test_ruin_liquidates_and_kpis_stay_finite_and_correct() -> None:
     assert k["calmar"] == pytest.approx(-252 / 6, rel=1e-12)
     assert all(math.isfinite(v) for v in k.values() if not math.isnan(v))  # no ±inf
     assert math.isfinite(k["win_rate"])
-    # single-pair run_backtest: ruin at equity <= 0 too
+    # single-pair run_backtest with stop_at_ruin: ruin at equity <= 0
     single = run_backtest(
         d["ts"], d["close_a"], d["close_b"], d["z"], d["beta"], d["return_prob"],
-        d["risk_score"], d["tradable"], (LEG_A, LEG_B), FREE,
+        d["risk_score"], d["tradable"], (LEG_A, LEG_B), FREE, stop_at_ruin=True,
     )  # fmt: skip
     assert single.ruined
     assert single.ruin_bar == 18
     np.testing.assert_array_equal(single.equity, expected)
     assert single.kpis(KpiParams(periods_per_year=252))["sharpe"] == pytest.approx(k["sharpe"])
+    # without the stop (run_backtest's default) equity runs below zero; KPIs stay finite
+    a2 = a.copy()
+    a2[24:] = 250.0  # day 5: equity −50 000
+    free_run = run_backtest(
+        d["ts"], a2, d["close_b"], d["z"], d["beta"], d["return_prob"], d["risk_score"],
+        d["tradable"], (LEG_A, LEG_B), FREE,
+    )  # fmt: skip
+    assert not free_run.ruined
+    assert free_run.equity[-1] == -50_000.0
+    assert free_run.trades["exit_reason"].iloc[0] == "end_of_data"
+    k2 = free_run.kpis(KpiParams(periods_per_year=252))
+    r2 = np.array([0.0, 0.0, -0.5, -0.5, -0.5, 0.0])
+    assert k2["sharpe"] == pytest.approx(r2.mean() / r2.std(ddof=1) * math.sqrt(252), rel=1e-12)
+    assert k2["sharpe"] < 0
+    assert k2["max_dd"] == 1.5
 
 
 # ------------------------------------------------------------------------------------------------

@@ -67,8 +67,9 @@ _njit_no_rc = njit(cache=True, _nrt=False)  # type: ignore[call-overload]
     PP_LEV_WARN,
     PP_PAIR_ON,
     PP_MIN_DAYS,
-) = range(13)
-PP_SIZE = 13
+    PP_RUIN_ON,
+) = range(14)
+PP_SIZE = 14
 
 # dd event columns: clock index, scope (−1 portfolio, else pair index), level, dd, sigma
 EV_COLS = 5
@@ -218,6 +219,7 @@ def _loop_nb(
     e0 = specs[0, _P_E0]
     gross_cap = pp[PP_GROSS_CAP]
     maint = pp[PP_MAINT]
+    ruin_on = pp[PP_RUIN_ON] != 0.0
     dd_on = pp[PP_DD_ON] != 0.0
     pair_on = dd_on and pp[PP_PAIR_ON] != 0.0
     win = int(pp[PP_WINDOW])
@@ -332,7 +334,7 @@ def _loop_nb(
             used_g += gross[i]
             used_m += gross[i] * mreq[i]
         # ---- ruin: liquidate everything at each pair's latest close and stop
-        if eq <= max(0.0, maint * used_m):
+        if ruin_on and eq <= max(0.0, maint * used_m):
             for i in range(n_pairs):
                 if seen[i] and state[i, _S_STATE] != FLAT:
                     br = bars[i]

@@ -8,8 +8,10 @@ priority, end of data, equity marks) is :mod:`pairdesk.quant.rule`, the one impl
 shared with the portfolio backtest and the live paper book; its module docstring states every
 rule. :func:`run_backtest` runs one pair through the portfolio kernel of
 :mod:`pairdesk.quant.portfolio` with :meth:`~pairdesk.quant.portfolio.PortfolioParams.unconstrained`
-account rules (no caps, no margin, no drawdown policy; ruin only if equity falls to ≤ 0, after
-which everything is closed and equity stays flat: ``ruined``).
+account rules: no caps, no margin, no drawdown policy and, unless ``stop_at_ruin=True``, no ruin
+stop (equity may run below zero; the KPIs stay finite because returns are ``ΔE / E_0``). With
+``stop_at_ruin=True`` everything is closed at the first bar with equity ≤ 0 and equity stays flat
+afterwards (``ruined``).
 
 * **Counters** (decision points only: flat, tradable, AI1 candidate): ``candidates``,
   ``passed_theta1`` (``p > θ1``), ``vetoed_by_ai2`` (passed θ1, not ``risk < θ2``),
@@ -93,8 +95,9 @@ class BacktestResult:
         Bar length (ns).
     initial_capital : float
     ruined : bool
-        Equity fell to ≤ 0: everything was closed at that bar (``exit_reason = ruin``) and the
-        equity stays at the liquidation value afterwards. Default False.
+        With ``stop_at_ruin``: equity fell to ≤ 0, everything was closed at that bar
+        (``exit_reason = ruin``) and the equity stays at the liquidation value afterwards.
+        Default False.
     ruin_bar : int or None
         Bar index of the ruin.
     """
@@ -196,6 +199,7 @@ def run_backtest(
     min_notional_usd: float = 0.0,
     bar_ns: int | None = None,
     risk_label: npt.ArrayLike | None = None,
+    stop_at_ruin: bool = False,
 ) -> BacktestResult:
     """Backtest one pair bar by bar (rules in :mod:`pairdesk.quant.rule`).
 
@@ -230,6 +234,8 @@ def run_backtest(
         Bar length in ns (inferred as the smallest timestamp gap when omitted).
     risk_label : array_like of float, shape (n,), optional
         AI2 labels (0/1, NaN unknown) for the AI2 false-positive counters.
+    stop_at_ruin : bool
+        Liquidate and stop at the first bar with equity ≤ 0. Default False.
 
     Returns
     -------
@@ -247,7 +253,7 @@ def run_backtest(
         ts, close_a, close_b, z, beta, return_prob, risk_score, tradable, legs,
         min_notional_usd, risk_label,
     )  # fmt: skip
-    pf = PortfolioParams.unconstrained()
+    pf = PortfolioParams.unconstrained(stop_at_ruin=stop_at_ruin)
     p = _prepare(pairs, costs, prm, pf, bar_ns)
     raw = _run(p, prm.theta1, prm.theta2, pf.vector(prm.initial_capital), p.clock.shape[0] + 1)
     trades = _trades_frame(raw.trades, raw.trade_pair, p.ts, p.bar_ns, p.pair_ids)

@@ -76,6 +76,7 @@ from pairdesk.quant._portfolio_kernel import (
     PP_MAINT,
     PP_MIN_DAYS,
     PP_PAIR_ON,
+    PP_RUIN_ON,
     PP_SIZE,
     PP_WARN,
     PP_WINDOW,
@@ -270,6 +271,9 @@ class PortfolioParams:
         [0, 1]. Default 0.5.
     dd_policy : DDPolicy or None
         Drawdown policy; None disables it. Default :class:`DDPolicy` ().
+    stop_at_ruin : bool
+        Liquidate and stop at ruin (module docstring). Default True; False lets equity run below
+        the maintenance level (a research diagnostic: no real account trades on).
 
     Raises
     ------
@@ -281,6 +285,7 @@ class PortfolioParams:
     total_gross_cap: float = 20.0
     maintenance_margin_fraction: float = 0.5
     dd_policy: DDPolicy | None = field(default_factory=DDPolicy)
+    stop_at_ruin: bool = True
 
     def __post_init__(self) -> None:
         for name in ("pair_gross_cap", "total_gross_cap"):
@@ -294,10 +299,11 @@ class PortfolioParams:
             )
 
     @classmethod
-    def unconstrained(cls) -> PortfolioParams:
-        """No caps, no drawdown policy, ruin only at equity ``<= 0``: the rules of
-        :func:`pairdesk.quant.backtest.run_backtest`."""
-        return cls(math.inf, math.inf, 0.0, None)
+    def unconstrained(cls, *, stop_at_ruin: bool = False) -> PortfolioParams:
+        """No caps, no margin (maintenance 0), no drawdown policy and, by default, no ruin stop:
+        the rules of :func:`pairdesk.quant.backtest.run_backtest` (with ``stop_at_ruin`` the run
+        is liquidated and stopped once equity is ``<= 0``)."""
+        return cls(math.inf, math.inf, 0.0, None, stop_at_ruin)
 
     @classmethod
     def from_policy(
@@ -317,6 +323,7 @@ class PortfolioParams:
         out = np.zeros(PP_SIZE)
         out[PP_GROSS_CAP] = self.total_gross_cap * initial_capital
         out[PP_MAINT] = self.maintenance_margin_fraction
+        out[PP_RUIN_ON] = 1.0 if self.stop_at_ruin else 0.0
         d = self.dd_policy
         out[PP_WINDOW] = 2.0
         if d is not None:
