@@ -316,7 +316,12 @@ class PortfolioParams:
         if unknown:
             raise ValueError(f"portfolio: unknown keys {sorted(unknown)}")
         dd = DDPolicy() if dd_policy is None else DDPolicy.from_policy(dd_policy)
-        return cls(**{k: float(x) for k, x in v.items()}, dd_policy=dd)
+        return cls(
+            pair_gross_cap=float(v.get("pair_gross_cap", 3.0)),
+            total_gross_cap=float(v.get("total_gross_cap", 20.0)),
+            maintenance_margin_fraction=float(v.get("maintenance_margin_fraction", 0.5)),
+            dd_policy=dd,
+        )
 
     def vector(self, initial_capital: float) -> FloatArray:
         """Packed kernel parameters (private layout); caps in USD of ``initial_capital``."""
