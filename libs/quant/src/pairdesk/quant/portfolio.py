@@ -659,6 +659,13 @@ def _run(p: _Prepared, theta1: float, theta2: float, pp: FloatArray, trade_cap: 
 # ----------------------------------------------------------------------------------------------
 
 
+def _utc(ns: IntArray) -> pd.DatetimeIndex:
+    """int64 ns since the epoch → tz-aware UTC DatetimeIndex (no per-element parsing)."""
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize(
+        "UTC"
+    )
+
+
 def _trades_frame(
     tr: FloatArray, pair: IntArray, ts: list[IntArray], bar_ns: int, ids: tuple[str, ...]
 ) -> pd.DataFrame:
@@ -677,8 +684,8 @@ def _trades_frame(
         {
             "trade_id": np.arange(1, n + 1, dtype=np.int64),
             "pair_id": np.array(ids, dtype=object)[pair],
-            "timestamp_entry": pd.to_datetime(t_in, utc=True),
-            "timestamp_exit": pd.to_datetime(t_out, utc=True),
+            "timestamp_entry": _utc(t_in),
+            "timestamp_exit": _utc(t_out),
             "side": np.where(tr[:, _C_SIDE] > 0, "LONG_SPREAD", "SHORT_SPREAD").astype(object),
             "qty_a": tr[:, _C_QA],
             "qty_b": tr[:, _C_QB],
@@ -858,7 +865,7 @@ def _events_frame(ev: FloatArray, p: _Prepared) -> pd.DataFrame:
     names = np.array((*p.pair_ids, PORTFOLIO_ID), dtype=object)
     return pd.DataFrame(
         {
-            "ts": pd.to_datetime(p.clock[c] + p.bar_ns, utc=True),
+            "ts": _utc(p.clock[c] + p.bar_ns),
             "scope": names[np.where(scope < 0, len(p.pair_ids), scope)],
             "level": np.array(DD_LEVELS, dtype=object)[ev[:, 2].astype(np.int64)],
             "dd": ev[:, 3],
@@ -873,7 +880,7 @@ def _result(p: _Prepared, raw: _Raw, theta1: float, theta2: float) -> PortfolioR
         for i, pid in enumerate(p.pair_ids)
     }
     counters[PORTFOLIO_ID] = BacktestCounters.from_array(raw.counters.sum(axis=0), p.has_labels)
-    dates = pd.to_datetime(p.clock[p.day_last], utc=True).date
+    dates = _utc(p.clock[p.day_last]).date
     return PortfolioResult(
         pair_ids=p.pair_ids,
         trades=_trades_frame(raw.trades, raw.trade_pair, p.ts, p.bar_ns, p.pair_ids),
