@@ -445,9 +445,10 @@ def _loop_nb(
             sp = specs[i]
             br = bars[i]
             f = rule_decide(st, sp, br, gate, step_out[n_out], counters[i])
-            realised[i] = st[_S_REALISED]
-            u[i] = rule_mark(st, sp, br)
-            gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
+            if f != 0:  # no flag: nothing changed, the phase-1 marks stand
+                realised[i] = st[_S_REALISED]
+                u[i] = rule_mark(st, sp, br)
+                gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
             if f & STEP_EXIT_FILLED:
                 step_pair[n_out] = i
                 n_out += 1
