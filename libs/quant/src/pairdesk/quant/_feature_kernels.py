@@ -60,8 +60,9 @@ computed from the change of the fit).
 
 Compilation
 -----------
-Everything is ``cache=True`` (numba writes the compiled code next to this file, in
-``__pycache__``, keyed by the source file's timestamp and size, so an edit invalidates it; several
+Everything is ``cache=True`` (numba writes the compiled code under ``__pycache__`` in the
+directory :mod:`pairdesk.quant` names after the hash of all its modules, and keys each entry by a
+hash of this file's contents: an edit invalidates it, a mere change of timestamp does not; several
 processes, e.g. xdist workers, may compile and write it at once: numba writes each entry to a
 temporary file and renames it) and uses numba's numpy error model (a division by zero yields
 inf/NaN rather than raising; degenerate windows are turned into NaN features explicitly). The
