@@ -32,7 +32,7 @@ def _point_numba_cache() -> None:
         target.mkdir(parents=True, exist_ok=True)
     except OSError:  # read-only install: numba falls back to its own locators
         return
-    numba.config.CACHE_DIR = str(target)
+    setattr(numba.config, "CACHE_DIR", str(target))  # noqa: B010 - numba.config is untyped
     for old in root.glob("numba-*"):
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
