@@ -743,7 +743,7 @@ def test_alert_thresholds_follow_spec_and_policy() -> None:
                 recorded[rule["labels"]["timeframe"]] = float(match.group(1))
     assert recorded == {k: float(v) for k, v in budgets.items()}
     # "freshness_budget 超過連続 > 3 本": held for three bars of the timeframe
-    bar_minutes = {"15m": 15, "1h": 60, "4h": 240}
+    bar_minutes = {"15m": 15, "1h": 60, "4h": 240, "1d": 1440}
     for timeframe, minutes in bar_minutes.items():
         rule = _alert(f"DataFreshnessBudgetExceededConsecutive{timeframe}")
         assert f'timeframe="{timeframe}"' in rule["expr"]
