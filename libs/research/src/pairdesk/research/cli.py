@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pairdesk.research import platform
 from pairdesk.research.config import CONFIG_DIR, REPO_ROOT, ConfigError
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -178,10 +179,13 @@ def bt_scan(
         res = _guard(lambda: run_scan(store=store, timeframe=timeframe, period=period, out=out, symbols=syms,
                                       universe=universe, policy=policy, cost=cost, overrides=over,
                                       progress=_Bars(prog)))
+    print_scan(res, timeframe, top)
+
+
+def print_scan(res: Any, timeframe: str, top: int = 15) -> None:
+    """Print ``bt scan``'s ranked table (top ``top`` rows), missing symbols and the selection line."""
     cand = res.candidates
     p = res.params
-    from rich import box
-
     table = Table(title=f"bt scan {res.period} {timeframe}: top {min(top, len(cand))} of {len(cand)} pairs",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for c in ("#", "pair", "bars", "EG p", "q", "Joh", "β", "HL", "H", "σbps", "cost", "sel"):
@@ -244,7 +248,9 @@ def print_kpis(result: dict[str, Any]) -> None:
             pt.add_row(pid, str(res["trades"]), f"{res['total_pnl']:,.2f}", f"{k['ann_return']:.4f}",
                        f"{k['sharpe']:.3f}", f"{k['max_dd']:.4f}", f"{k['win_rate']:.3f}", f"{k['halt_rate']:.3f}",
                        "PASS" if res["adoption"]["passed"] else "FAIL")
-        console.print(pt, width=max(console.width, 130))  # never truncate pair ids / PnL
+        # rich caps print(width=) at the console's width (80 on a pipe): a wider console for this table
+        # so pair ids and PnL are never truncated
+        Console(width=max(console.width, 140), soft_wrap=True).print(pt)
     events = port["dd_events"]
     if events:
         for ev in events:
@@ -257,35 +263,53 @@ def print_kpis(result: dict[str, Any]) -> None:
     console.print(f"report: {result['report']}")
 
 
+#: The main job's data and periods (README "Results on the shipped data"). Formation, training and
+#: backtest periods follow each other; training ends two days before the backtest starts, so the
+#: backtest lies outside the training period widened by M = 48 hourly bars (the in-sample guard).
+DEMO_DATA = "mt5_andre_h1"
+DEMO_UNIVERSE = "universe_fx.yaml"
+DEMO_FORMATION = "2015-01:2017-12"
+DEMO_TRAIN = "2018-01:2020-12-29"
+DEMO_RUN = "2021-01:2023-09"
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Working folder")] = Path("demo_out"),
 ) -> None:
-    """The main job on the shipped real data: ingest XAUUSD/XAGUSD 1h → bt train (2018-04:2023-12-29)
-    → bt run (2024-01:2026-05), then print the KPI table and the report path."""
+    """The main job on the shipped real data: ingest the 15 FX/metal instruments of one MT5 broker (1h)
+    → bt scan on the formation years → bt train on the selected pairs → portfolio bt run on the later
+    years, printing the scan table, the portfolio KPIs with CIs, the per-pair table and the report path."""
     from pairdesk.research.pipeline import run_backtest_cli, run_ingest, run_train
+    from pairdesk.research.scan import run_scan
 
-    universe = CONFIG_DIR / "universe.yaml"
-    data_dir = REPO_ROOT / "data" / "mt5_simom1_h1"
-    store, models = out / "store", out / "models" / "v1"
-    console.print(f"[bold]1/3 ingest[/bold] {data_dir} → {store}")
-    report = _guard(lambda: run_ingest(path=data_dir, store=store, timeframe="1h", symbols=["XAUUSD", "XAGUSD"],
-                                       universe=universe))
+    universe = CONFIG_DIR / DEMO_UNIVERSE
+    data_dir = REPO_ROOT / "data" / DEMO_DATA
+    store, scan_dir, models = out / "store", out / "scan", out / "models" / "v1"
+    cost = CONFIG_DIR / "cost_table.yaml"
+    console.print(f"[bold]1/4 ingest[/bold] {data_dir} → {store}")
+    report = _guard(lambda: run_ingest(path=data_dir, store=store, timeframe="1h", symbols=None, universe=universe))
     for line in report.lines():
         console.print(line, markup=False, highlight=False)
-    # training ends 2023-12-29 so that 2024-01 lies outside the training period widened by M = 48 bars
-    console.print("[bold]2/3 bt train[/bold] --period 2018-04:2023-12-29")
+    console.print(f"[bold]2/4 bt scan[/bold] --period {DEMO_FORMATION} (every pair of the {DEMO_UNIVERSE} symbols)")
     with _progress() as prog:
-        summary = _guard(lambda: run_train(universe=universe, period="2018-04:2023-12-29", timeframe="1h", store=store,
-                                           out=models, pair_ids=None, cost=CONFIG_DIR / "cost_table.yaml",
-                                           progress=_Bars(prog)))
+        scan = _guard(lambda: run_scan(store=store, timeframe="1h", period=DEMO_FORMATION, out=scan_dir, symbols=None,
+                                       universe=universe, policy=CONFIG_DIR / "backtest_policy.yaml", cost=cost,
+                                       overrides={}, progress=_Bars(prog)))
+    print_scan(scan, "1h")
+    if scan.n_selected == 0:
+        _fail(f"bt scan selected no pair over {DEMO_FORMATION}: nothing to train (see {scan_dir / 'candidates.csv'})")
+    selected = scan_dir / "universe.yaml"
+    console.print(f"[bold]3/4 bt train[/bold] --universe {selected} --period {DEMO_TRAIN}")
+    with _progress() as prog:
+        summary = _guard(lambda: run_train(universe=selected, period=DEMO_TRAIN, timeframe="1h", store=store,
+                                           out=models, pair_ids=None, cost=cost, progress=_Bars(prog)))
     console.print(summary)
     _warn_infeasible(summary)
-    console.print("[bold]3/3 bt run[/bold] --period 2024-01:2026-05")
-    result = _guard(lambda: run_backtest_cli(universe=universe, period="2024-01:2026-05", timeframe="1h",
-                                             model_dir=models, cost=CONFIG_DIR / "cost_table.yaml", store=store,
-                                             out=out / "bt_out", theta1=None, theta2=None, latency_bars=None,
-                                             pair_ids=None))
+    console.print(f"[bold]4/4 bt run[/bold] --period {DEMO_RUN} (portfolio of the selected pairs)")
+    result = _guard(lambda: run_backtest_cli(universe=selected, period=DEMO_RUN, timeframe="1h", model_dir=models,
+                                             cost=cost, store=store, out=out / "bt_out", theta1=None, theta2=None,
+                                             latency_bars=None, pair_ids=None))
     print_kpis(result)
 
 
