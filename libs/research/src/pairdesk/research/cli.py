@@ -197,7 +197,7 @@ def print_scan(res: Any, timeframe: str, top: int = 15) -> None:
                       num(r["qvalue"], ".3f"), num(r["johansen_trace"], ".1f"), num(r["hedge_ratio"], ".2f"),
                       num(r["half_life_bars"], ".0f"), num(r["hurst"], ".2f"), num(r["spread_sigma_bps"], ".0f"),
                       num(r["round_trip_cost_bps"], ".0f"), "yes" if r["selected"] else (r["reason"] and "n/a") or "no")
-    console.print(table)
+    Console(width=max(console.width, 120), soft_wrap=True).print(table)  # never truncate columns
     for sym, why in res.missing.items():
         console.print(f"warning: {sym}: {why}", markup=False, highlight=False)
     console.print(f"{res.n_selected} of {len(cand)} pairs selected (BH q ≤ {p.alpha:g}, half-life "

@@ -73,7 +73,8 @@ class ResearchSettings:
 
 
 def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSettings:
-    """Read ``pipeline_policy``, ``core_policy``, ``retrain_policy`` and ``backtest_policy``.
+    """Read ``pipeline_policy``, ``core_policy``, ``retrain_policy``, ``backtest_policy`` and
+    ``dd_policy`` (kept in ``raw["dd"]`` for the portfolio backtest) from ``config_dir``.
 
     Raises
     ------
@@ -84,6 +85,7 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
     core = load_policy(config_dir / "core_policy.yaml")
     retrain = load_policy(config_dir / "retrain_policy.yaml")
     bt = load_policy(config_dir / "backtest_policy.yaml")
+    dd = load_policy(config_dir / "dd_policy.yaml")
     if timeframe not in pipe.get("timeframe_allowed", []):
         raise ConfigError(f"timeframe {timeframe!r} not in timeframe_allowed {pipe.get('timeframe_allowed')}")
     bpd = bars_per_day(timeframe)
@@ -146,7 +148,7 @@ def load_settings(timeframe: str, config_dir: Path = CONFIG_DIR) -> ResearchSett
                 else float(bt["kpi"]["periods_per_year_daily"])
             ),
             adoption={k: float(v) for k, v in bt["adoption"].items()},
-            raw={"pipeline": pipe, "core": core, "retrain": retrain, "backtest": bt},
+            raw={"pipeline": pipe, "core": core, "retrain": retrain, "backtest": bt, "dd": dd},
         )
     except KeyError as exc:
         raise ConfigError(f"missing config key {exc} in {config_dir}") from exc
