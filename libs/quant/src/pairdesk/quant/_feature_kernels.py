@@ -393,7 +393,7 @@ def _middle_banded(
             buf[m] = x
             m += 1 if (x >= lo and x <= hi) else 0
         if below <= k1 and k2 < below + m:
-            top = _select(buf, m, k2 - below)
+            top = _select(buf, _I(m), k2 - below)  # _I: no literal-0 specialisation
             if k1 == k2:
                 return top, top
             low = buf[0]
@@ -716,7 +716,9 @@ def _screen_counts(
         above += 1 if v > hi else 0
         n_fire += 1 if d < t_fire else 0
         n_keep += 1 if d <= t_keep else 0
-    return _screen_decision(n, below, above, n_fire, n_keep), below, above
+    # _I(...): numba would otherwise also compile a copy for literal-0 counts (see compile notes)
+    decision = _screen_decision(n, _I(below), _I(above), _I(n_fire), _I(n_keep))
+    return decision, below, above
 
 
 @njit(**_OPTS)

@@ -1,10 +1,15 @@
 """Numba kernels of the pair scan (private; the public façade is :mod:`pairdesk.quant.pairs`).
 
-Everything a pair needs is computed in one compiled pass per pair, pairs in parallel (``prange``):
+Everything a pair needs is computed in one compiled pass per pair, pairs one after the other:
 alignment on common rows, the Engle–Granger first stage for both orderings, the augmented
 Dickey–Fuller lag search of ``statsmodels.tsa.stattools.adfuller`` (``autolag="aic"``), Johansen's
 trace statistic (``det_order=0``, ``k_ar_diff=1``) and the spread statistics. See
 ``docs/quant-contracts.md`` §Pair discovery.
+
+Compilation: the pair loop is serial (no ``parallel=True``): the parallel version cost ~1.5-2 s
+more cold JIT time (parfor passes, a gufunc, the threading layer) for a scan that takes 0.8 s
+serially on 378 pairs x 12k bars (``benchmarks/scan.py``, target < 10 s). The ADF helpers have
+explicit signatures (see ``_SIG_GRAM``). ``benchmarks/compile.py`` measures the cold compile.
 
 Numerics of the ADF lag search
 ------------------------------
@@ -27,7 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 #: Output columns of :func:`scan_kernel`, in order.
 OUT_COLUMNS: tuple[str, ...] = (
@@ -68,7 +73,16 @@ R2_COLLINEAR = 1.0 - 100.0 * math.sqrt(np.finfo(np.float64).eps)
 _NS_PER_YEAR = 365.25 * 86400.0 * 1e9
 
 
-@njit(cache=True)
+#: Explicit signatures (compiled eagerly at import, i.e. loaded from the cache when warm) for the
+#: ADF helpers: :func:`_pair_stats` calls them with constant ``kc``/``level_last`` arguments, which
+#: numba types as *literals* and would otherwise compile one specialisation per value (2 of
+#: ``adf_autolag``, 6 of ``_adf_gram``; measured in ``benchmarks/compile.py``).
+_SIG_MAXLAG = "int64(int64, int64)"
+_SIG_GRAM = "(float64[::1], float64[::1], float64[::1], float64[::1], float64, float64, float64, int64, int64, int64, boolean)"
+_SIG_AUTOLAG = "(float64[::1], int64)"
+
+
+@njit(_SIG_MAXLAG, cache=True)
 def adf_maxlag(nobs: int, ntrend: int) -> int:
     """statsmodels' default ``maxlag`` (Schwert 1989): ``min(nobs//2 - ntrend - 1,
     ceil(12 (nobs/100)^{1/4}))``."""
@@ -111,7 +125,7 @@ def _lag_sums(
     return d, sdd, sxd, sxx, sx, sd
 
 
-@njit(cache=True)
+@njit(_SIG_GRAM, cache=True)
 def _adf_gram(
     x: np.ndarray,
     d: np.ndarray,
@@ -201,7 +215,7 @@ def _cholesky(g: np.ndarray) -> tuple[np.ndarray, bool]:
     return lo, True
 
 
-@njit(cache=True)
+@njit(_SIG_AUTOLAG, cache=True)
 def adf_autolag(x: np.ndarray, kc: int) -> tuple[float, int, int, float]:
     """ADF t-statistic with AIC lag selection, as ``adfuller(x, regression="n"|"c",
     autolag="aic", maxlag=None)``.
@@ -520,7 +534,7 @@ def _pair_stats(
     out[N_OUT - 1] = status
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def scan_kernel(
     logp: np.ndarray, ts: np.ndarray, pairs: np.ndarray, min_bars: int, lags: np.ndarray
 ) -> np.ndarray:
@@ -546,7 +560,7 @@ def scan_kernel(
     npairs = pairs.shape[0]
     out = np.empty((npairs, N_OUT))
     nt = logp.shape[0]
-    for k in prange(npairs):
+    for k in range(npairs):
         ia = pairs[k, 0]
         ib = pairs[k, 1]
         cnt = 0

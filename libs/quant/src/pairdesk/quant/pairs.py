@@ -197,6 +197,8 @@ def hurst_lags(params: ScanParams) -> npt.NDArray[np.int64]:
 
 def _as_1d(x: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+    if not arr.flags.writeable:  # read-only views (pandas copy-on-write) would compile apart
+        arr = arr.copy()
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-d, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
