@@ -16,6 +16,8 @@ from pairdesk.quant.rule import (
     _B_CB,
     _B_RA,
     _B_RB,
+    _B_XA,
+    _B_XB,
     _NCOL,
     _P_E0,
     _P_LATENCY,
@@ -170,6 +172,8 @@ def _loop_nb(
     risk: FloatArray,
     trad: BoolArray,
     lab: FloatArray,
+    xa: FloatArray,
+    xb: FloatArray,
     specs: FloatArray,
     clock: IntArray,
     mult: FloatArray,
@@ -307,12 +311,13 @@ def _loop_nb(
                     need = st[_S_STATE] != OPEN or last or sp[_P_LATENCY] == 0.0
                     _set_bar_nb(
                         br, q - off[i], ca[q], cb[q], sp, z[q], beta[q], prob[q], risk[q],
-                        trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan, need,
+                        trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan, xa[q],
+                        xb[q], need,
                     )  # fmt: skip
                     f = rule_fill(st, sp, br, step_out[n_out], counters[i])
                     realised[i] = st[_S_REALISED]
                     u[i] = rule_mark(st, sp, br)
-                    gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
+                    gross[i] = rule_gross(st, sp, br[_B_CA] * br[_B_XA], br[_B_CB] * br[_B_XB])
                     if f & STEP_EXIT_FILLED:
                         step_pair[n_out] = i
                         n_out += 1
@@ -426,7 +431,7 @@ def _loop_nb(
             if not built[i]:
                 _set_bar_nb(
                     bars[i], q - off[i], ca[q], cb[q], specs[i], z[q], beta[q], prob[q], risk[q],
-                    trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan,
+                    trad[q], last, mult_c, swapc_c, lab[q] if has_lab else np.nan, xa[q], xb[q],
                     last or specs[i, _P_LATENCY] == 0.0,
                 )  # fmt: skip
             lvl = max(port_level, pair_level[i])
@@ -448,7 +453,7 @@ def _loop_nb(
             if f != 0:  # no flag: nothing changed, the phase-1 marks stand
                 realised[i] = st[_S_REALISED]
                 u[i] = rule_mark(st, sp, br)
-                gross[i] = rule_gross(st, sp, br[_B_CA], br[_B_CB])
+                gross[i] = rule_gross(st, sp, br[_B_CA] * br[_B_XA], br[_B_CB] * br[_B_XB])
             if f & STEP_EXIT_FILLED:
                 step_pair[n_out] = i
                 n_out += 1
@@ -492,6 +497,8 @@ def portfolio_kernel_nb(
     risk: FloatArray,
     trad: BoolArray,
     lab: FloatArray,
+    xa: FloatArray,
+    xb: FloatArray,
     specs: FloatArray,
     clock: IntArray,
     mult: FloatArray,
@@ -506,7 +513,7 @@ def portfolio_kernel_nb(
     """Run the portfolio.
 
     Pair ``i`` owns ``[off[i], off[i + 1])`` of the flat per-bar arrays (``lab`` may be empty:
-    no labels). Returns ``(equity, trades, trade_pair, counters, events, pair_day_pnl,
+    no labels; ``xa``/``xb`` the legs' quote-to-account rates, 1.0 for USD-quoted legs). Returns ``(equity, trades, trade_pair, counters, events, pair_day_pnl,
     n_trades, n_events, ruin clock index or −1)``; ``trades``/``events`` hold ``n_trades`` /
     ``n_events`` valid rows.
     """
@@ -552,7 +559,7 @@ def portfolio_kernel_nb(
     c = 0
     while True:
         c = _loop_nb(
-            c, sc, off, ts, ca, cb, z, beta, prob, risk, trad, lab, specs, clock, mult, swapc,
+            c, sc, off, ts, ca, cb, z, beta, prob, risk, trad, lab, xa, xb, specs, clock, mult, swapc,
             day_idx, theta1, theta2, pp, equity, trades, trade_pair, counters, events,
             pair_day_pnl, state, bars, gate, out, step_out, step_pair, step_ev, ptr, has, built,
             seen, u, gross, realised, mreq, port_ring, pair_ring, pnl_ring, sigma, pair_day_max,

@@ -157,6 +157,7 @@ def _single(
     legs: tuple[LegSpec, LegSpec],
     min_notional_usd: float,
     risk_label: npt.ArrayLike | None,
+    rates: tuple[npt.ArrayLike | None, npt.ArrayLike | None] = (None, None),
 ) -> list[PairInputs]:
     return [
         PairInputs(
@@ -173,6 +174,8 @@ def _single(
             leg_b=legs[1],
             min_notional_usd=_check_min_notional(min_notional_usd),
             risk_label=risk_label,
+            quote_to_account_a=rates[0],
+            quote_to_account_b=rates[1],
         )
     ]
 
@@ -200,6 +203,8 @@ def run_backtest(
     bar_ns: int | None = None,
     risk_label: npt.ArrayLike | None = None,
     stop_at_ruin: bool = False,
+    quote_to_account_a: npt.ArrayLike | None = None,
+    quote_to_account_b: npt.ArrayLike | None = None,
 ) -> BacktestResult:
     """Backtest one pair bar by bar (rules in :mod:`pairdesk.quant.rule`).
 
@@ -236,6 +241,11 @@ def run_backtest(
         AI2 labels (0/1, NaN unknown) for the AI2 false-positive counters.
     stop_at_ruin : bool
         Liquidate and stop at the first bar with equity ≤ 0. Default False.
+    quote_to_account_a, quote_to_account_b : array_like of float, shape (n,), optional
+        Per-bar rates converting each leg's quote currency to the account currency (USD per
+        1 unit of quote currency), finite and > 0; ``None`` = 1.0 (USD-quoted leg). See
+        :class:`pairdesk.quant.portfolio.PairInputs` and docs/quant-contracts.md §Currency
+        conversion.
 
     Returns
     -------
@@ -251,7 +261,7 @@ def run_backtest(
     _check_n(np.asarray(ts))
     pairs = _single(
         ts, close_a, close_b, z, beta, return_prob, risk_score, tradable, legs,
-        min_notional_usd, risk_label,
+        min_notional_usd, risk_label, (quote_to_account_a, quote_to_account_b),
     )  # fmt: skip
     pf = PortfolioParams.unconstrained(stop_at_ruin=stop_at_ruin)
     p = _prepare(pairs, costs, prm, pf, bar_ns)
@@ -308,6 +318,8 @@ def grid_search(
     risk_label: npt.ArrayLike | None = None,
     objective: ThetaObjectiveParams | None = None,
     kpi_params: KpiParams | None = None,
+    quote_to_account_a: npt.ArrayLike | None = None,
+    quote_to_account_b: npt.ArrayLike | None = None,
 ) -> np.ndarray:
     """KPIs and the θ objective for every (θ1, θ2) cell (spec 004 §閾値最適化 粗グリッド).
 
@@ -320,7 +332,7 @@ def grid_search(
         As in :func:`run_backtest` (``params.theta1``/``theta2`` are ignored).
     theta1_grid, theta2_grid : array_like of float
         Threshold values, e.g. ``theta_grid(0.60, 0.85, 0.02)`` and ``theta_grid(0.20, 0.45, 0.02)``.
-    min_notional_usd, bar_ns, risk_label
+    min_notional_usd, bar_ns, risk_label, quote_to_account_a, quote_to_account_b
         As in :func:`run_backtest`.
     objective : ThetaObjectiveParams, optional
         Score weights and hard constraints.
@@ -342,7 +354,7 @@ def grid_search(
     _check_n(np.asarray(ts))
     pairs = _single(
         ts, close_a, close_b, z, beta, return_prob, risk_score, tradable, legs,
-        min_notional_usd, risk_label,
+        min_notional_usd, risk_label, (quote_to_account_a, quote_to_account_b),
     )  # fmt: skip
     pf = PortfolioParams.unconstrained()
     p = _prepare(pairs, costs, prm, pf, bar_ns)

@@ -166,13 +166,16 @@ def _size_pair_nb(
     min_notional: float,
     ratio_tol: float,
     max_upscale: float,
+    rate_a: float = 1.0,
+    rate_b: float = 1.0,
 ) -> tuple[float, float]:
-    """Kernel of :func:`size_pair`; returns ``(lots_a, lots_b)`` (both > 0), inputs pre-validated."""
+    """Kernel of :func:`size_pair`; returns ``(lots_a, lots_b)`` (both > 0), inputs pre-validated.
+    ``rate_*``: quote-to-account rates (account units per unit of the leg's quote currency)."""
     pa = _round_tick_nb(price_a, tick_a, 0)
     pb = _round_tick_nb(price_b, tick_b, 0)
     ab = abs(beta)
-    unit_a = cs_a * pa  # USD notional of one lot
-    unit_b = cs_b * pb
+    unit_a = cs_a * pa * rate_a  # USD notional of one lot
+    unit_b = cs_b * pb * rate_b
     n_a = capital_notional_a
     n_b = ab * capital_notional_a
     # proportional scale-up until both legs meet min lot and min notional

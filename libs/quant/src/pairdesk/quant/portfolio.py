@@ -393,7 +393,7 @@ class PairInputs:
     ts : array_like, shape (n,)
         Bar open times (int64 ns UTC, datetime64 or DatetimeIndex), strictly increasing.
     close_a, close_b : array_like of float, shape (n,)
-        Leg closes (quote currency = USD), finite and > 0.
+        Leg closes (each leg's quote currency), finite and > 0.
     z, beta : array_like of float, shape (n,)
         Spread z-score and hedge ratio (features v1); NaN in the warm-up.
     return_prob : array_like of float, shape (n,)
@@ -411,6 +411,12 @@ class PairInputs:
         20×). Default 0 (no margin check).
     risk_label : array_like of float, shape (n,), optional
         AI2 labels (0/1, NaN unknown) for the AI2 false-positive counters.
+    quote_to_account_a, quote_to_account_b : array_like of float, shape (n,), optional
+        Per-bar conversion rate of each leg's quote currency to the account currency (account
+        units per 1 unit of quote currency, as-of the bar close, finite and > 0); ``None`` = 1.0
+        (USD-quoted leg). Sizing, notional, margin, caps, costs and swap use ``price × rate``;
+        the mark at bar ``t`` is ``q·cs·(P_t − P_entry)·rate_t``, realised PnL uses the exit
+        fill bar's rate (docs/quant-contracts.md §Currency conversion).
     """
 
     pair_id: str
@@ -427,6 +433,17 @@ class PairInputs:
     min_notional_usd: float = 0.0
     margin_requirement: float = 0.0
     risk_label: npt.ArrayLike | None = None
+    quote_to_account_a: npt.ArrayLike | None = None
+    quote_to_account_b: npt.ArrayLike | None = None
+
+
+def _rate_col(x: npt.ArrayLike | None, name: str, pair_id: str, n: int) -> FloatArray:
+    if x is None:
+        return np.ones(n)
+    a = _col(x, np.float64, name, pair_id, n)
+    if not bool(np.all(np.isfinite(a) & (a > 0.0))):
+        raise ValueError(f"pair {pair_id}: {name} must be finite and > 0 on every bar")
+    return a
 
 
 @dataclass(frozen=True)
@@ -493,7 +510,7 @@ class _Prepared:
     pair_ids: tuple[str, ...]
     ts: list[IntArray]
     off: IntArray  # pair i owns [off[i], off[i + 1]) of the flat columns
-    cols: tuple[Any, ...]  # flat ts, ca, cb, z, beta, prob, risk, tradable, label
+    cols: tuple[Any, ...]  # flat ts, ca, cb, z, beta, prob, risk, tradable, label, xa, xb
     has_labels: bool
     specs: FloatArray
     clock: IntArray
@@ -521,7 +538,7 @@ def _prepare(
     if len(set(ids)) != len(ids):
         raise ValueError("pair_id values must be unique")
     e0 = float(params.initial_capital)
-    cols: list[list[np.ndarray]] = [[] for _ in range(9)]
+    cols: list[list[np.ndarray]] = [[] for _ in range(11)]
     specs = np.empty((len(pairs), 30))
     has_labels = any(p.risk_label is not None for p in pairs)
     for i, p in enumerate(pairs):
@@ -552,6 +569,8 @@ def _prepare(
             else _col(p.risk_label, np.float64, "risk_label", p.pair_id, n)
         )
         cols[8].append(lab)
+        cols[9].append(_rate_col(p.quote_to_account_a, "quote_to_account_a", p.pair_id, n))
+        cols[10].append(_rate_col(p.quote_to_account_b, "quote_to_account_b", p.pair_id, n))
         cap = portfolio.pair_gross_cap * e0
         specs[i] = rule_spec(
             params,
@@ -573,6 +592,7 @@ def _prepare(
         flat = (*flat, labs[0] if len(labs) == 1 else np.concatenate(labs))
     else:
         flat = (*flat, np.empty(0))
+    flat = (*flat, *(c[0] if len(c) == 1 else np.concatenate(c) for c in cols[9:]))
     bad, code = validate_nb(flat[0], flat[1], flat[2], off)
     if bad >= 0:
         pid = ids[bad]
@@ -640,6 +660,8 @@ def _run(p: _Prepared, theta1: float, theta2: float, pp: FloatArray, trade_cap: 
         c[6],
         c[7],
         c[8],
+        c[9],
+        c[10],
         p.specs,
         p.clock,
         p.mult,

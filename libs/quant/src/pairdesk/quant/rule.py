@@ -223,9 +223,11 @@ RULE_SPEC_SIZE = 30
     _B_MULT,
     _B_SWAPC,
     _B_LABEL,
-) = range(14)
+    _B_XA,
+    _B_XB,
+) = range(16)
 #: Length of the bar vector.
-RULE_BAR_SIZE = 14
+RULE_BAR_SIZE = 16
 
 # gate slots
 (
@@ -481,25 +483,28 @@ def _open_fill_nb(state: FloatArray, spec: FloatArray, bar: FloatArray) -> None:
     ref_a = bar[_B_RA]
     ref_b = bar[_B_RB]
     mult = bar[_B_MULT]
+    xa = bar[_B_XA]  # account units per unit of quote currency at this fill
+    xb = bar[_B_XB]
     c = _P_COSTS
     fa = _fill_price_nb(ref_a, qa > 0, spec[c], spec[c + 1] * mult, spec[_P_TICK_A])
     fb = _fill_price_nb(ref_b, qb > 0, spec[c + 5], spec[c + 6] * mult, spec[_P_TICK_B])
     na = abs(qa) * spec[_P_CS_A]
     nb = abs(qb) * spec[_P_CS_B]
-    sp = na * ref_a * spec[c] + nb * ref_b * spec[c + 5]
+    sp = na * ref_a * spec[c] * xa + nb * ref_b * spec[c + 5] * xb
     state[_C_BAR_IN] = bar[_B_T]
     state[_C_PA_IN] = fa
     state[_C_PB_IN] = fb
     state[_C_RA_IN] = ref_a
     state[_C_RB_IN] = ref_b
     state[_C_SPREAD] = sp
-    state[_C_SLIP] = na * abs(fa - ref_a) + nb * abs(fb - ref_b) - sp
-    comm = na * fa * spec[c + 2] + nb * fb * spec[c + 7]
+    state[_C_SLIP] = na * abs(fa - ref_a) * xa + nb * abs(fb - ref_b) * xb - sp
+    comm = na * fa * spec[c + 2] * xa + nb * fb * spec[c + 7] * xb
     state[_C_COMM_IN] = comm
     state[_C_COMM] = comm
-    # swap credit (USD) per swap day: notional × signed rate (negative rate = cost)
-    swa = na * fa * (spec[c + 3] if qa > 0 else spec[c + 4])
-    swb = nb * fb * (spec[c + 8] if qb > 0 else spec[c + 9])
+    # swap credit (USD) per swap day: USD notional at the entry fill × signed rate (negative
+    # rate = cost)
+    swa = na * fa * (spec[c + 3] if qa > 0 else spec[c + 4]) * xa
+    swb = nb * fb * (spec[c + 8] if qb > 0 else spec[c + 9]) * xb
     state[_C_SWR] = swa + swb
     state[_C_SWC_IN] = bar[_B_SWAPC]
     state[_S_STATE] = OPEN
@@ -516,6 +521,8 @@ def _close_fill_nb(
     ref_b = bar[_B_RB]
     mult = bar[_B_MULT]
     swapc = bar[_B_SWAPC]
+    xa = bar[_B_XA]  # account units per unit of quote currency at the exit fill
+    xb = bar[_B_XB]
     c = _P_COSTS
     cs_a = spec[_P_CS_A]
     cs_b = spec[_P_CS_B]
@@ -523,21 +530,23 @@ def _close_fill_nb(
     fb = _fill_price_nb(ref_b, qb < 0, spec[c + 5], spec[c + 6] * mult, spec[_P_TICK_B])
     na = abs(qa) * cs_a
     nb = abs(qb) * cs_b
-    sp = na * ref_a * spec[c] + nb * ref_b * spec[c + 5]
+    sp = na * ref_a * spec[c] * xa + nb * ref_b * spec[c + 5] * xb
     state[_C_BAR_OUT] = bar[_B_T]
     state[_C_PA_OUT] = fa
     state[_C_PB_OUT] = fb
     state[_C_RA_OUT] = ref_a
     state[_C_RB_OUT] = ref_b
     state[_C_SPREAD] += sp
-    state[_C_SLIP] += na * abs(fa - ref_a) + nb * abs(fb - ref_b) - sp
-    state[_C_COMM] += na * fa * spec[c + 2] + nb * fb * spec[c + 7]
+    state[_C_SLIP] += na * abs(fa - ref_a) * xa + nb * abs(fb - ref_b) * xb - sp
+    state[_C_COMM] += na * fa * spec[c + 2] * xa + nb * fb * spec[c + 7] * xb
     swap_pnl = state[_C_SWR] * (swapc - state[_C_SWC_IN])
     state[_C_SWAP] = -swap_pnl
-    state[_C_GROSS] = qa * cs_a * (ref_a - state[_C_RA_IN]) + qb * cs_b * (ref_b - state[_C_RB_IN])
+    state[_C_GROSS] = (
+        qa * cs_a * (ref_a - state[_C_RA_IN]) * xa + qb * cs_b * (ref_b - state[_C_RB_IN]) * xb
+    )
     pnl = (
-        qa * cs_a * (fa - state[_C_PA_IN])
-        + qb * cs_b * (fb - state[_C_PB_IN])
+        qa * cs_a * (fa - state[_C_PA_IN]) * xa
+        + qb * cs_b * (fb - state[_C_PB_IN]) * xb
         - state[_C_COMM]
         + swap_pnl
     )
@@ -613,7 +622,8 @@ def rule_signal_exit(
 @_njit_no_rc
 def rule_gross(state: FloatArray, spec: FloatArray, close_a: float, close_b: float) -> float:
     """Gross notional (USD, both legs) of the pair's position or pending entry at these closes;
-    0 when flat."""
+    0 when flat. ``close_a``/``close_b`` are in the account currency (close × the bar's
+    quote-to-account rate, ``close`` itself for USD-quoted legs)."""
     if state[_S_STATE] == FLAT:
         return 0.0
     return abs(state[_C_QA]) * spec[_P_CS_A] * close_a + abs(state[_C_QB]) * spec[_P_CS_B] * close_b
@@ -651,6 +661,8 @@ def rule_signal_entry(
         cap = min(cap, pair_cap / ((1.0 + abs(bt)) * (1.0 + spec[_P_RATIO_TOL])))
     ca = bar[_B_CA]
     cb = bar[_B_CB]
+    xa = bar[_B_XA]
+    xb = bar[_B_XB]
     la, lb = _size_pair_nb(
         cap,
         bt,
@@ -667,8 +679,10 @@ def rule_signal_entry(
         spec[_P_MIN_NOTIONAL],
         spec[_P_RATIO_TOL],
         spec[_P_MAX_UPSCALE],
+        xa,
+        xb,
     )
-    gross = la * spec[_P_CS_A] * ca + lb * spec[_P_CS_B] * cb
+    gross = la * spec[_P_CS_A] * ca * xa + lb * spec[_P_CS_B] * cb * xb
     if gross > pair_cap or gross > gate[_G_GROSS_ROOM]:
         counters[_K_REFUSED] += 1
         return STEP_ENTRY_REFUSED
@@ -810,11 +824,12 @@ def rule_force_close(
 @_njit_no_rc
 def rule_mark(state: FloatArray, spec: FloatArray, bar: FloatArray) -> float:
     """Unrealised PnL (USD) of the open position at this bar's closes (0 when flat or pending):
-    ``Σ q·cs·(close − entry fill) − entry commission + swap accrued``."""
+    ``Σ q·cs·(close − entry fill)·rate − entry commission + swap accrued``, ``rate`` this bar's
+    quote-to-account rate of the leg (docs/quant-contracts.md §Currency conversion)."""
     if state[_S_STATE] >= OPEN:  # open or exit pending
         return (
-            state[_C_QA] * spec[_P_CS_A] * (bar[_B_CA] - state[_C_PA_IN])
-            + state[_C_QB] * spec[_P_CS_B] * (bar[_B_CB] - state[_C_PB_IN])
+            state[_C_QA] * spec[_P_CS_A] * (bar[_B_CA] - state[_C_PA_IN]) * bar[_B_XA]
+            + state[_C_QB] * spec[_P_CS_B] * (bar[_B_CB] - state[_C_PB_IN]) * bar[_B_XB]
             - state[_C_COMM_IN]
             + state[_C_SWR] * (bar[_B_SWAPC] - state[_C_SWC_IN])
         )
@@ -860,10 +875,13 @@ def _set_bar_nb(
     mult: float,
     swapc: float,
     label: float,
+    rate_a: float,
+    rate_b: float,
     need_ref: bool = True,
 ) -> None:
     """Fill a bar vector (reference prices = closes rounded to the nearest tick; NaN when
-    ``need_ref`` is False, for a bar at which the caller knows no fill can happen)."""
+    ``need_ref`` is False, for a bar at which the caller knows no fill can happen; ``rate_*`` the
+    legs' quote-to-account rates)."""
     bar[_B_T] = t
     bar[_B_CA] = close_a
     bar[_B_CB] = close_b
@@ -882,6 +900,8 @@ def _set_bar_nb(
     bar[_B_MULT] = mult
     bar[_B_SWAPC] = swapc
     bar[_B_LABEL] = label
+    bar[_B_XA] = rate_a
+    bar[_B_XB] = rate_b
 
 
 # ----------------------------------------------------------------------------------------------
@@ -915,6 +935,10 @@ class RuleBar:
         Last bar of the data (closes any position). Default False (live).
     risk_label : float
         AI2 label (0/1, NaN unknown) for the false-positive counters. Default NaN.
+    rate_a, rate_b : float
+        Quote-to-account rates of the legs at this close (account units per 1 unit of the
+        leg's quote currency, > 0; docs/quant-contracts.md §Currency conversion). Default 1.0
+        (USD-quoted legs).
     """
 
     t: int
@@ -931,6 +955,8 @@ class RuleBar:
     swapc: float
     last: bool = False
     risk_label: float = math.nan
+    rate_a: float = 1.0
+    rate_b: float = 1.0
 
     def vector(self) -> FloatArray:
         """The bar vector, shape (RULE_BAR_SIZE,)."""
@@ -950,6 +976,8 @@ class RuleBar:
                 self.mult,
                 self.swapc,
                 self.risk_label,
+                self.rate_a,
+                self.rate_b,
             ]
         )
 
