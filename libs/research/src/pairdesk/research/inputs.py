@@ -26,8 +26,15 @@ from pairdesk.quant.portfolio import PortfolioParams
 from pairdesk.research.config import CONFIG_DIR, load_policy, load_yaml
 from pairdesk.research.provenance import Period, frame_hash
 from pairdesk.research.settings import ResearchSettings
-from pairdesk.research.store import list_partitions, load_pair, partition_file, read_partition
-from pairdesk.research.universe import PairConfig
+from pairdesk.research.store import (
+    StoreError,
+    list_partitions,
+    load_bars,
+    load_pair,
+    partition_file,
+    read_partition,
+)
+from pairdesk.research.universe import TIMEFRAME_MINUTES, LegConfig, PairConfig, load_universe
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class PairInputs:
     costs : CostModel
     data_hash : str
         SHA-256 of the aligned bars.
+    rate_a, rate_b : ndarray of float, shape (n,), optional
+        Quote-to-account rates of the legs (account units per 1 unit of the leg's quote
+        currency, as-of each bar; :func:`conversion_rates`); ``None`` = 1.0 (quoted in the
+        account currency).
     """
 
     pair: PairConfig
@@ -61,6 +72,8 @@ class PairInputs:
     imputed: np.ndarray
     costs: CostModel
     data_hash: str
+    rate_a: np.ndarray | None = None
+    rate_b: np.ndarray | None = None
 
     def slice(self, mask: np.ndarray) -> PairInputs:
         """The same inputs restricted to the rows where ``mask`` is True (features are NOT
@@ -73,6 +86,8 @@ class PairInputs:
             candidates=self.candidates[mask],
             tradable=self.tradable[mask],
             imputed=self.imputed[mask],
+            rate_a=None if self.rate_a is None else self.rate_a[mask],
+            rate_b=None if self.rate_b is None else self.rate_b[mask],
         )
 
     def engine_inputs(self, *, return_prob: np.ndarray, risk_score: np.ndarray) -> dict[str, Any]:
@@ -94,8 +109,9 @@ class PairInputs:
             "legs": (self.pair.leg_a.spec, self.pair.leg_b.spec),
             "costs": self.costs,
             "min_notional_usd": self.pair.min_notional_usd,
+            "quote_to_account_a": self.rate_a,
+            "quote_to_account_b": self.rate_b,
         }
-
 
     def portfolio_inputs(
         self,
@@ -126,6 +142,8 @@ class PairInputs:
             min_notional_usd=self.pair.min_notional_usd,
             margin_requirement=float(margin_requirement),
             risk_label=risk_label,
+            quote_to_account_a=kw["quote_to_account_a"],
+            quote_to_account_b=kw["quote_to_account_b"],
         )
 
 
@@ -140,16 +158,128 @@ def portfolio_params(settings: ResearchSettings, config_dir: Path = CONFIG_DIR) 
 
 
 def margin_requirements(universe: Path) -> dict[str, float]:
-    """``constraints.margin_requirement`` per pair id of a universe file (pairs without one are
-    left out: no margin check for them)."""
+    """``constraints.margin_requirement`` per pair id of a universe file (a pair without
+    ``constraints`` gets the asset-class default of
+    :func:`pairdesk.research.universe.default_constraints`; one whose constraints omit it is left
+    out: no margin check for it)."""
     raw = load_yaml(universe)
-    out: dict[str, float] = {}
-    for p in raw.get("pairs") or [] if isinstance(raw, dict) else []:
-        if isinstance(p, dict) and "pair_id" in p:
-            m = (p.get("constraints") or {}).get("margin_requirement")
-            if m is not None:
-                out[str(p["pair_id"])] = float(m)
-    return out
+    if not isinstance(raw, dict) or not raw.get("pairs"):
+        return {}
+    return {
+        p.pair_id: p.margin_requirement
+        for p in load_universe(universe)
+        if p.margin_requirement > 0.0
+    }
+
+
+def quote_currency(leg: LegConfig) -> str:
+    """The currency the leg's prices are quoted in (universe ``base_ccy``, see
+    :func:`pairdesk.research.universe.default_leg_spec`; USD when absent)."""
+    return str(leg.mapping.get("base_ccy") or "USD").upper()
+
+
+def conversion_symbols(quote: str, account: str) -> tuple[str, str]:
+    """The two store symbols that convert ``quote`` to ``account``: ``(QUOTE+ACCOUNT, rate =
+    close)`` first, then ``(ACCOUNT+QUOTE, rate = 1 / close)``."""
+    return f"{quote}{account}", f"{account}{quote}"
+
+
+def has_conversion(store_dir: Path, quote: str, account: str, timeframe: str) -> bool:
+    """Whether the store holds ``timeframe`` bars of either conversion symbol of ``quote``
+    (always True when ``quote == account``)."""
+    if quote.upper() == account.upper():
+        return True
+    return any(
+        list_partitions(store_dir, timeframe, s)
+        for s in conversion_symbols(quote.upper(), account.upper())
+    )
+
+
+def conversion_rates(
+    store_dir: Path,
+    quote: str,
+    account: str,
+    timeframe: str,
+    index: pd.Index,
+    stale_threshold_bars: int,
+    *,
+    leg: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bar quote-to-account rates of a leg quoted in ``quote`` (spec 004 §コストテーブル /
+    ユニバース仕様 v1 通貨換算; docs/quant-contracts.md §Currency conversion).
+
+    The rate series is ``QUOTE+ACCOUNT`` (rate = close) or else ``ACCOUNT+QUOTE`` (rate =
+    1 / close) of the same store and timeframe. Each bar of ``index`` takes the latest rate bar
+    whose open time is at or before its own (as-of join: that bar closes no later than this one,
+    so no look-ahead). A rate older than ``stale_threshold_bars`` bars is *stale*: the value
+    is kept for marks (the last good rate) but the bar is not fresh (換算保留 — the caller makes
+    it untradable). Bars before the first rate take the first rate and are not fresh.
+
+    Parameters
+    ----------
+    store_dir : Path
+    quote, account : str
+        ISO currency codes (``"JPY"``, ``"USD"``).
+    timeframe : str
+        Store timeframe (``"1h"``).
+    index : DatetimeIndex, shape (n,)
+        UTC bar-open times of the pair.
+    stale_threshold_bars : int
+        Largest admissible age of the rate bar, in bars of ``timeframe`` (≥ 0).
+    leg : str
+        Leg symbol for the error message.
+
+    Returns
+    -------
+    rate : ndarray of float64, shape (n,)
+        Account units per 1 unit of ``quote``; all 1.0 when ``quote == account``.
+    fresh : ndarray of bool, shape (n,)
+        The rate is at most ``stale_threshold_bars`` bars old.
+
+    Raises
+    ------
+    ValueError
+        Neither conversion symbol has ``timeframe`` bars in the store (one line naming the leg
+        and both symbols), or none in the range of ``index``.
+    """
+    n = len(index)
+    q, acc = quote.upper(), account.upper()
+    if q == acc or n == 0:
+        return np.ones(n), np.ones(n, dtype=bool)
+    bar = pd.Timedelta(minutes=TIMEFRAME_MINUTES[timeframe])
+    idx = pd.DatetimeIndex(index)
+    direct, inverse = conversion_symbols(q, acc)
+    missing = (
+        f"{leg or q} is quoted in {q}: no {inverse} or {direct} bars in the store for "
+        f"{timeframe}; cannot convert PnL to {acc}"
+    )
+    for sym, invert in ((direct, False), (inverse, True)):
+        if not list_partitions(store_dir, timeframe, sym):
+            continue
+        try:
+            bars = load_bars(
+                store_dir, sym, timeframe, idx[0] - bar * (stale_threshold_bars + 1), idx[-1] + bar
+            )
+        except StoreError as exc:
+            raise ValueError(f"{missing} in {idx[0]:%Y-%m-%d}..{idx[-1]:%Y-%m-%d}") from exc
+        close = bars["close"].to_numpy(np.float64)
+        rates = 1.0 / close if invert else close
+        t_rate = pd.DatetimeIndex(bars.index).as_unit("ns").asi8
+        t = idx.as_unit("ns").asi8
+        pos = np.searchsorted(t_rate, t, side="right") - 1
+        known = pos >= 0
+        rate = rates[np.maximum(pos, 0)]
+        age = t - t_rate[np.maximum(pos, 0)]
+        fresh = known & (age <= stale_threshold_bars * bar.value)
+        return rate, fresh
+    raise ValueError(missing)
+
+
+def account_settings(settings: ResearchSettings) -> tuple[str, int]:
+    """``(account_ccy, fx_stale_threshold_bars)`` of ``backtest_policy.yaml`` ``execution``
+    (defaults USD and 3 bars)."""
+    exe = dict(settings.raw.get("backtest", {}).get("execution") or {})
+    return str(exe.get("account_ccy", "USD")).upper(), int(exe.get("fx_stale_threshold_bars", 3))
 
 
 def imputed_mask(store_dir: Path, symbol: str, timeframe: str, index: pd.Index) -> np.ndarray:
@@ -200,12 +330,16 @@ def load_pair_inputs(
     Raises
     ------
     ValueError
-        No stored bars, timeframe not allowed for the pair, or fewer common bars than the
-        feature warm-up needs.
+        No stored bars, timeframe not allowed for the pair, fewer common bars than the
+        feature warm-up needs, or a leg quoted in a currency other than the account currency
+        (``backtest_policy.yaml`` ``execution.account_ccy``) without a conversion series in the
+        store (:func:`conversion_rates`; stale rates make bars untradable).
     """
     tf = settings.timeframe
     if tf not in pair.allowed_timeframes:
-        raise ValueError(f"{pair.pair_id}: timeframe {tf} not in allowed_timeframes {list(pair.allowed_timeframes)}")
+        raise ValueError(
+            f"{pair.pair_id}: timeframe {tf} not in allowed_timeframes {list(pair.allowed_timeframes)}"
+        )
     start = warmup_from if warmup_from is not None else period.start
     a, b = load_pair(store_dir, pair.leg_a.symbol, pair.leg_b.symbol, tf, start, period.end)
     need = settings.features.warmup_bars + 1
@@ -216,11 +350,23 @@ def load_pair_inputs(
         )
     feats = compute_features(a, b, settings.features)
     cand = np.asarray(ai1_candidates(feats, settings.labels), dtype=bool)
-    tradable = pair.leg_a.calendar.is_tradable(feats.index, tf) & pair.leg_b.calendar.is_tradable(feats.index, tf)
+    tradable = pair.leg_a.calendar.is_tradable(feats.index, tf) & pair.leg_b.calendar.is_tradable(
+        feats.index, tf
+    )
     imputed = imputed_mask(store_dir, pair.leg_a.symbol, tf, feats.index) | imputed_mask(
         store_dir, pair.leg_b.symbol, tf, feats.index
     )
     costs = CostModel.from_mapping(cost_table, [pair.leg_a.symbol, pair.leg_b.symbol])
+    account, stale = account_settings(settings)
+    rates: list[np.ndarray | None] = []
+    for leg in (pair.leg_a, pair.leg_b):
+        q = quote_currency(leg)
+        if q == account:
+            rates.append(None)
+            continue
+        r, fresh = conversion_rates(store_dir, q, account, tf, feats.index, stale, leg=leg.symbol)
+        rates.append(r)
+        tradable = np.asarray(tradable, dtype=bool) & fresh
     return PairInputs(
         pair=pair,
         bars_a=a,
@@ -230,5 +376,9 @@ def load_pair_inputs(
         tradable=np.asarray(tradable, dtype=bool) & ~imputed,
         imputed=imputed,
         costs=costs,
-        data_hash=frame_hash(a[["open", "high", "low", "close"]], b[["open", "high", "low", "close"]]),
+        data_hash=frame_hash(
+            a[["open", "high", "low", "close"]], b[["open", "high", "low", "close"]]
+        ),
+        rate_a=rates[0],
+        rate_b=rates[1],
     )

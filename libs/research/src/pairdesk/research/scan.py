@@ -29,11 +29,13 @@ import yaml
 from pairdesk.quant.costs import CostModel
 from pairdesk.quant.pairs import ScanParams, scan_pairs
 from pairdesk.research.config import CONFIG_DIR, ConfigError, load_policy, load_yaml
+from pairdesk.research.inputs import has_conversion
 from pairdesk.research.pipeline import staged_output
 from pairdesk.research.provenance import code_hash, frame_hash, parse_period
 from pairdesk.research.store import StoreError, load_bars
 from pairdesk.research.universe import (
     TIMEFRAME_MINUTES,
+    default_constraints,
     default_leg_spec,
     load_universe,
     load_universe_symbols,
@@ -157,8 +159,9 @@ def selected_universe(
     timeframe : str
         Scanned timeframe; the pairs' ``allowed_timeframes`` unless ``constraints`` gives them.
     constraints : mapping pair_id -> constraints, optional
-        Constraints to copy (from the input universe); others get
-        ``{min_notional_usd: 0.0, allowed_timeframes: [timeframe]}``.
+        Constraints to copy (from the input universe); others get the asset-class defaults of
+        :func:`pairdesk.research.universe.default_constraints` with ``allowed_timeframes:
+        [timeframe]``.
 
     Returns
     -------
@@ -169,6 +172,10 @@ def selected_universe(
     for rec in candidates.loc[candidates["selected"]].to_dict("records"):
         a, b, pid = str(rec["leg_A"]), str(rec["leg_B"]), str(rec["pair_id"])
         cons = dict((constraints or {}).get(pid) or {})
+        if not cons:
+            cons = default_constraints(
+                [(s, legs[s].get("asset_class")) for s in (a, b)], [timeframe]
+            )
         cons.setdefault("min_notional_usd", 0.0)
         cons.setdefault("allowed_timeframes", [timeframe])
         pairs.append(
@@ -215,6 +222,42 @@ def _legs_and_constraints(
         sample = np.exp(wide[sym].dropna().to_numpy()[-2000:]) if sym in wide else None
         legs[sym] = default_leg_spec(sym, price_sample=sample)
     return legs, {}
+
+
+def _flag_unconvertible(
+    cand: pd.DataFrame,
+    legs: Mapping[str, Mapping[str, Any]],
+    store: Path,
+    timeframe: str,
+    policy: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Deselect pairs with a leg quoted in a currency that the store cannot convert to the
+    account currency (``execution.account_ccy``; :func:`pairdesk.research.inputs.has_conversion`):
+    ``failed_filters`` gets ``no conversion to USD`` (the account currency), then the rows are
+    re-ranked selected-first as :func:`pairdesk.quant.pairs.scan_pairs` orders them."""
+    account = str((policy.get("execution") or {}).get("account_ccy", "USD")).upper()
+    bad = {
+        sym
+        for sym, m in legs.items()
+        if not has_conversion(store, str(m.get("base_ccy") or account), account, timeframe)
+    }
+    if not bad:
+        return cand
+    hit = (cand["leg_A"].isin(bad) | cand["leg_B"].isin(bad)).to_numpy()
+    flag = f"no conversion to {account}"
+    cand = cand.copy()
+    cand.loc[hit, "selected"] = False
+    cand.loc[hit, "failed_filters"] = [
+        flag if f in ("", "not tested") else f"{f}; {flag}" for f in cand.loc[hit, "failed_filters"]
+    ]
+    cand = cand.sort_values(
+        ["selected", "qvalue", "eg_pvalue", "pair_id"],
+        ascending=[False, True, True, True],
+        na_position="last",
+        kind="mergesort",
+    ).reset_index(drop=True)
+    cand["rank"] = np.arange(1, len(cand) + 1)
+    return cand
 
 
 def _resolve_symbols(symbols: list[str] | None, universe: Path | None) -> list[str]:
@@ -302,6 +345,7 @@ def run_scan(
     for sym, why in missing.items():
         hit = (cand["leg_A"] == sym) | (cand["leg_B"] == sym)
         cand.loc[hit, "reason"] = f"{sym}: {why}"
+    cand = _flag_unconvertible(cand, legs, store, timeframe, load_policy(policy))
     doc = selected_universe(cand, legs, timeframe, cons)
     meta = {
         "command": "bt scan",

@@ -39,7 +39,7 @@ from pairdesk.quant.sessions import (
     default_trading_hours,
     session_class,
 )
-from pairdesk.research.config import ConfigError, load_yaml
+from pairdesk.research.config import CONFIG_DIR, ConfigError, load_policy, load_yaml
 
 __all__ = [
     "TIMEFRAME_MINUTES",
@@ -73,7 +73,9 @@ class LegConfig:
 
 @dataclass(frozen=True)
 class PairConfig:
-    """A tradable pair from ``universe.yaml``: legs A/B, minimum notional (USD) and allowed timeframes."""
+    """A tradable pair from ``universe.yaml``: legs A/B, minimum notional (USD), allowed
+    timeframes and margin requirement (per USD of gross notional; 0 = no margin check).
+    A pair without ``constraints`` gets :func:`default_constraints`."""
 
     pair_id: str
     leg_a: LegConfig
@@ -81,6 +83,7 @@ class PairConfig:
     min_notional_usd: float
     allowed_timeframes: tuple[str, ...]
     data_dir: str | None = None
+    margin_requirement: float = 0.0
 
 
 # ---------------------------------------------------------------------- defaults
@@ -94,6 +97,21 @@ _CLASS_CONTRACT: dict[str, tuple[float, float, float]] = {
     "equity": (0.01, 1.0, 1.0),
 }
 _METAL_TICK = {"XAU": 0.01, "XAG": 0.001, "XPT": 0.01, "XPD": 0.01}
+
+#: Margin requirement per USD of gross notional by session class (*choice*, the ESMA retail CFD
+#: leverage limits, 2018: FX crosses/minors and major indices 20:1 — the spec's 0.05 example —
+#: (majors alone would be 30:1; one value per class, the stricter), metals other than gold and
+#: energy 10:1 (gold alone would be 20:1), single equities 5:1, crypto 2:1).
+CLASS_MARGIN_REQUIREMENT: dict[str, float] = {
+    "fx": 0.05,
+    "metal": 0.10,
+    "energy": 0.10,
+    "index": 0.05,
+    "equity": 0.20,
+    "crypto": 0.50,
+}
+#: Default per-leg minimum notional (USD) of a pair without ``constraints``.
+DEFAULT_MIN_NOTIONAL_USD = 100.0
 
 
 def _decimals(prices: Any) -> int | None:
@@ -191,6 +209,37 @@ def default_leg_spec(
     }
 
 
+def default_constraints(
+    legs: list[tuple[str, str | None]], allowed_timeframes: list[str] | None = None
+) -> dict[str, Any]:
+    """``constraints`` of a pair that declares none (spec 004 §コストテーブル / ユニバース仕様 v1).
+
+    ``legs``: ``(symbol, asset_class or None)`` of each leg. ``margin_requirement``: the larger
+    :data:`CLASS_MARGIN_REQUIREMENT` of the legs' session classes; ``min_notional_usd``: :data:`DEFAULT_MIN_NOTIONAL_USD`; ``allowed_timeframes``:
+    the given list, else ``pipeline_policy.yaml`` ``timeframe_allowed`` (every timeframe when
+    that file is unreadable).
+
+    Returns
+    -------
+    dict
+        ``{margin_requirement, min_notional_usd, allowed_timeframes}``.
+    """
+    m = max(CLASS_MARGIN_REQUIREMENT.get(session_class(ac, sym), 0.05) for sym, ac in legs)
+    if allowed_timeframes is None:
+        allowed_timeframes = list(TIMEFRAME_MINUTES)
+        try:
+            tf = load_policy(CONFIG_DIR / "pipeline_policy.yaml").get("timeframe_allowed")
+            if isinstance(tf, list) and tf:
+                allowed_timeframes = [str(x) for x in tf]
+        except (OSError, ValueError):
+            pass
+    return {
+        "margin_requirement": m,
+        "min_notional_usd": DEFAULT_MIN_NOTIONAL_USD,
+        "allowed_timeframes": list(allowed_timeframes),
+    }
+
+
 # ---------------------------------------------------------------------- loading
 def _complete(
     raw: Any, where: str, defaults: Mapping[str, Any], per_symbol: Mapping[str, Mapping[str, Any]]
@@ -281,11 +330,13 @@ def load_universe(path: str | Path, pair_ids: list[str] | None = None) -> list[P
         where = f"{path}: pairs[{i}]"
         if not isinstance(p, dict) or "pair_id" not in p or "leg_A" not in p or "leg_B" not in p:
             raise ConfigError(f"{where}: needs pair_id, leg_A and leg_B")
-        cons = p.get("constraints") or {}
         legs = [
             _leg(_complete(p[k], f"{where}.{k}", defaults, per_symbol), f"{where}.{k}")
             for k in ("leg_A", "leg_B")
         ]
+        cons = p.get("constraints")
+        if cons is None:
+            cons = default_constraints([(leg.symbol, leg.asset_class) for leg in legs])
         data_dir = p.get("data_dir")
         if (
             data_dir is None
@@ -301,6 +352,7 @@ def load_universe(path: str | Path, pair_ids: list[str] | None = None) -> list[P
                 min_notional_usd=float(cons.get("min_notional_usd", 0.0)),
                 allowed_timeframes=tuple(cons.get("allowed_timeframes", TIMEFRAME_MINUTES)),
                 data_dir=data_dir,
+                margin_requirement=float(cons.get("margin_requirement", 0.0)),
             )
         )
     if pair_ids:
