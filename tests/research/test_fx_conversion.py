@@ -4,7 +4,8 @@
 A short real slice of data/mt5_andre_h1 (GBPUSD, GBPCHF, USDCHF, AUDJPY; 2017-01..2017-03) is
 ingested into a temporary store: a CHF-quoted leg converts via 1 / USDCHF as-of each bar (checked
 against ``pandas.merge_asof``), a JPY cross without USDJPY is a one-line error, ``bt scan`` marks
-it, and pairs without ``constraints`` get the asset-class defaults.
+it, ``bt train`` stops with a one-line error, and pairs without ``constraints`` get the asset-class
+defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pairdesk.research.cli import app
 from pairdesk.research.config import load_policy, load_yaml
 from pairdesk.research.inputs import conversion_rates, load_pair_inputs, margin_requirements
 from pairdesk.research.pipeline import run_ingest
@@ -23,6 +25,7 @@ from pairdesk.research.scan import run_scan
 from pairdesk.research.settings import load_settings
 from pairdesk.research.store import load_bars
 from pairdesk.research.universe import load_universe
+from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 COST = REPO / "config" / "cost_table.yaml"
@@ -86,12 +89,8 @@ def test_chf_leg_converts_via_usdchf_as_of(fx: dict[str, Path]) -> None:
 def test_stale_rate_holds_the_bar_and_carries_the_last_rate(fx: dict[str, Path]) -> None:
     usdchf = load_bars(fx["store"], "USDCHF", "1h")
     # bars 30 min after each USDCHF bar open, then one 5 h after the last bar
-    idx = pd.DatetimeIndex(
-        [
-            *(usdchf.index[10:20] + pd.Timedelta(minutes=30)),
-            usdchf.index[-1] + pd.Timedelta(hours=5),
-        ]
-    )
+    t = pd.DatetimeIndex(usdchf.index)
+    idx = pd.DatetimeIndex([*(t[10:20] + pd.Timedelta(minutes=30)), t[-1] + pd.Timedelta(hours=5)])
     rate, fresh = conversion_rates(fx["store"], "CHF", "USD", "1h", idx, 3, leg="GBPCHF")
     np.testing.assert_allclose(rate[:10], 1.0 / usdchf["close"].to_numpy()[10:20])
     assert fresh[:10].all()
@@ -154,3 +153,17 @@ def test_scan_marks_pairs_without_conversion_and_writes_constraints(fx: dict[str
             "min_notional_usd": 100.0,
             "allowed_timeframes": ["1h"],
         }
+
+
+def test_bt_train_without_conversion_is_a_one_line_cli_error(fx: dict[str, Path]) -> None:
+    out = fx["root"] / "models_jpy"
+    r = CliRunner().invoke(
+        app,
+        [
+            "bt", "train", "--universe", str(fx["universe"]), "--pairs", "AUDJPY_GBPCHF",
+            "--period", PERIOD, "--store", str(fx["store"]), "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "AUDJPY is quoted in JPY: no USDJPY or JPYUSD bars in the store for 1h" in r.output
+    assert not out.exists()
