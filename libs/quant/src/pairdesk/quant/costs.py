@@ -166,8 +166,8 @@ def _size_pair_nb(
     min_notional: float,
     ratio_tol: float,
     max_upscale: float,
-    rate_a: float = 1.0,
-    rate_b: float = 1.0,
+    rate_a: float,
+    rate_b: float,
 ) -> tuple[float, float]:
     """Kernel of :func:`size_pair`; returns ``(lots_a, lots_b)`` (both > 0), inputs pre-validated.
     ``rate_*``: quote-to-account rates (account units per unit of the leg's quote currency)."""
@@ -723,5 +723,7 @@ def size_pair(
         float(min_notional),
         float(ratio_tol),
         float(max_upscale),
+        1.0,
+        1.0,
     )
     return float(la), float(lb)
