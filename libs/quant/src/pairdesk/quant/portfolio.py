@@ -22,6 +22,9 @@ Model (*choice* marks what the spec leaves open):
   decisions of the pairs with a bar at ``c``, in pair order, each seeing the margin and gross
   notional already taken by the entries before it; (6) the equity recorded for ``c`` is the mark
   after (5).
+* **Currency** (spec 004 通貨換算): prices are in each leg's quote currency; equity, PnL, costs,
+  margin and caps in the account currency (USD) through the per-bar ``quote_to_account_*`` rates of
+  :class:`PairInputs` (docs/quant-contracts.md §Currency conversion).
 * **Sizing does not compound**: the leg-A target is ``E_0 · notional_leg_a_fraction ·
   min(position_scale, 1)`` × the drawdown scale.
 * **Caps** (*choice*, fractions of ``E_0``, ``backtest_policy.yaml`` ``portfolio``): a new

@@ -34,15 +34,21 @@ State machine of one pair (``state`` codes :data:`FLAT`, :data:`ENTRY_PENDING`, 
    target ``initial_capital · notional_leg_a_fraction · min(position_scale, 1) · entry_scale``
    (no compounding), reduced to ``pair_gross_cap_usd / ((1 + |β|)(1 + ratio_tol))`` when the
    per-pair cap is finite. The sized order is **refused** (:data:`STEP_ENTRY_REFUSED`) when its
-   gross notional ``|q_A|·cs_A·close_A + |q_B|·cs_B·close_B`` exceeds the per-pair cap or the
+   gross notional ``|q_A|·cs_A·close_A·x_A + |q_B|·cs_B·close_B·x_B`` exceeds the per-pair cap or the
    gate's ``gross_room``, or its margin ``gross · margin_requirement`` exceeds the gate's
    ``margin_room``. The entry fills ``latency_bars`` later (now when 0, unless last bar).
 4. **End of data** (``last``): an open position (exit pending or not) is closed at this close
    (``end_of_data``); a pending entry is cancelled.
 
 The mark (:func:`rule_mark`) is the unrealised PnL at a close:
-``Σ_legs q · cs · (close − entry fill) − entry commission + swap accrued so far``; the paper
+``Σ_legs q · cs · (close − entry fill) · x − entry commission + swap accrued so far``; the paper
 equity of a single pair is ``initial_capital + realised + mark``.
+
+Currency (spec 004 通貨換算, docs/quant-contracts.md §Currency conversion): prices are in each
+leg's quote currency; ``x`` is the bar's quote-to-account rate of the leg (:class:`RuleBar`
+``rate_a``/``rate_b``, 1.0 for USD-quoted legs). Sizing, gross notional, margin, commission,
+spread/slippage costs and swap use ``price · x`` at their bar (the swap at the entry fill); a
+realised PnL uses the exit fill bar's ``x``.
 
 Packed numba inputs (documented layouts, built by :func:`rule_spec`, :class:`RuleBar` and
 :class:`RuleGate`): ``spec`` (float64, :data:`RULE_SPEC_SIZE`) constant per pair; ``bar``
