@@ -167,3 +167,21 @@ def test_bt_train_without_conversion_is_a_one_line_cli_error(fx: dict[str, Path]
     assert r.exit_code == 2, r.output
     assert "AUDJPY is quoted in JPY: no USDJPY or JPYUSD bars in the store for 1h" in r.output
     assert not out.exists()
+
+
+def test_scan_of_a_symbols_universe_writes_default_constraints(fx: dict[str, Path]) -> None:
+    raw = load_yaml(fx["universe"])
+    raw.pop("pairs")
+    uni = fx["root"] / "symbols_only.yaml"
+    uni.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = fx["root"] / "scan_u"
+    run_scan(
+        store=fx["store"], timeframe="1h", period=PERIOD, out=out, universe=uni,
+        overrides={"alpha": 0.999, "half_life_max_bars": 1e9, "cost_multiple": 0.0},
+    )  # fmt: skip
+    pairs = load_universe(out / "universe.yaml")
+    assert pairs
+    for p in pairs:
+        assert "AUDJPY" not in p.pair_id
+        assert (p.margin_requirement, p.min_notional_usd) == (0.05, 100.0)
+        assert p.allowed_timeframes == ("1h",)

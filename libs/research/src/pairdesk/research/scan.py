@@ -195,7 +195,9 @@ def _legs_and_constraints(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Leg mappings per symbol (copied from the universe, else asset-class defaults with the tick
     inferred from the stored closes) and constraints per pair id (from the universe's pairs,
-    keyed in the scan's A_B order, plus min_notional_usd inherited per symbol)."""
+    keyed in the scan's A_B order; other pairs get
+    :func:`pairdesk.research.universe.default_constraints` with min_notional_usd raised to the
+    largest one inherited per symbol)."""
     if universe is not None:
         legs = {s: dict(leg.mapping) for s, leg in load_universe_symbols(universe).items()}
         cons: dict[str, dict[str, Any]] = {}
@@ -214,8 +216,15 @@ def _legs_and_constraints(
             for b in symbols[i + 1 :]:
                 pid = f"{a}_{b}"
                 if pid not in cons:
-                    m = max(per_symbol_min.get(a, 0.0), per_symbol_min.get(b, 0.0))
-                    cons[pid] = {"min_notional_usd": m, "allowed_timeframes": [timeframe]}
+                    c = default_constraints(
+                        [(s, legs[s].get("asset_class")) for s in (a, b)], [timeframe]
+                    )
+                    c["min_notional_usd"] = max(
+                        c["min_notional_usd"],
+                        per_symbol_min.get(a, 0.0),
+                        per_symbol_min.get(b, 0.0),
+                    )
+                    cons[pid] = c
         return legs, cons
     legs = {}
     for sym in symbols:
