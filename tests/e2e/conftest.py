@@ -33,6 +33,27 @@ SERVICES = ("data_pipeline", "core_inference", "backtest", "analytics", "config_
 THETA1, THETA2 = 0.05, 0.45  # low θ1 so the 2024 H1 backtest and the live loop have entries
 
 
+#: DD levels of the e2e paper account. The flows test the ops mechanics (halt blocks entries, the
+#: approver's guarded resume restores them), not the strategy: with θ1 = 0.05 the live paper book
+#: takes nearly every AI1 candidate and its drawdown since Nov 2023 exceeds the spec's DD_WARN 0.08,
+#: so the resume guard would (rightly) refuse — that refusal is tested in
+#: tests/services/ops_api/test_resume.py. core_inference (days below DD_WARN) and ops_api (the
+#: guard) read the same policy file.
+PAPER_DD_LEVELS = {"dd_warn_portfolio": 0.30, "dd_halt_portfolio": 0.35, "dd_flatten_portfolio": 0.40}
+
+
+def _paper_config(folder: Path) -> Path:
+    """A copy of ``config/`` whose ``dd_policy.yaml`` has :data:`PAPER_DD_LEVELS`."""
+    shutil.copytree(REPO / "config", folder)
+    path = folder / "dd_policy.yaml"
+    lines = []
+    for line in path.read_text().splitlines():
+        key = line.split(":", 1)[0]
+        lines.append(f"{key}: {{ value: {PAPER_DD_LEVELS[key]} }}" if key in PAPER_DD_LEVELS else line)
+    path.write_text("\n".join(lines) + "\n")
+    return folder
+
+
 @dataclass
 class Platform:
     """A running platform: service URLs, the JWT secret, paths and the Redis namespace."""
@@ -93,6 +114,7 @@ def platform(
     drop_root = root / "drops"
     drop_root.mkdir()
     var = root / "var"
+    config = _paper_config(root / "config")
     namespace = testing.new_namespace()
     base = testing.free_port_block(len(SERVICES))
     with testing.temporary_database(pg_admin_url, migrate=True) as db_url:
@@ -119,6 +141,8 @@ def platform(
             PAIRDESK_CORE_POLL_S="1",
             # the replayed bars are from 2024: judge metric freshness against the bars, not now
             PAIRDESK_OPS_METRICS_MAX_AGE_S=str(10 * 365 * 86400),
+            PAIRDESK_CORE_CONFIG_DIR=str(config),
+            PAIRDESK_OPS_DD_POLICY_PATH=str(config / "dd_policy.yaml"),
         )
         for role in ROLES:
             _cli(env, "users", "add", f"{role}1", "--role", role, "--password-stdin",
