@@ -127,7 +127,7 @@ def test_default_constraints_applied_when_a_pair_gives_none(fx: dict[str, Path])
     # a pair with its own constraints keeps them (no margin given -> no margin check)
     q = pairs["GBPUSD_USDCHF"]
     assert (q.margin_requirement, q.min_notional_usd) == (0.0, 5.0)
-    assert margin_requirements(fx["universe"]) == {"GBPUSD_GBPCHF": 0.05, "AUDJPY_GBPCHF": 0.05}
+    assert margin_requirements(load_universe(fx["universe"])) == {"GBPUSD_GBPCHF": 0.05, "AUDJPY_GBPCHF": 0.05}
 
 
 def test_scan_marks_pairs_without_conversion_and_writes_constraints(fx: dict[str, Path]) -> None:

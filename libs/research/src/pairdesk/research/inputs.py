@@ -12,6 +12,7 @@ fills on the next real tradable bar). Backtest slices end on the last real bar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from pairdesk.quant.features import compute_features
 from pairdesk.quant.labels import ai1_candidates
 from pairdesk.quant.portfolio import PairInputs as EnginePairInputs
 from pairdesk.quant.portfolio import PortfolioParams
-from pairdesk.research.config import CONFIG_DIR, load_policy, load_yaml
 from pairdesk.research.provenance import Period, frame_hash
 from pairdesk.research.settings import ResearchSettings
 from pairdesk.research.store import (
@@ -34,7 +34,7 @@ from pairdesk.research.store import (
     partition_file,
     read_partition,
 )
-from pairdesk.research.universe import TIMEFRAME_MINUTES, LegConfig, PairConfig, load_universe
+from pairdesk.research.universe import TIMEFRAME_MINUTES, LegConfig, PairConfig
 
 
 @dataclass(frozen=True)
@@ -147,29 +147,21 @@ class PairInputs:
         )
 
 
-def portfolio_params(settings: ResearchSettings, config_dir: Path = CONFIG_DIR) -> PortfolioParams:
+def portfolio_params(settings: ResearchSettings) -> PortfolioParams:
     """Caps, maintenance margin (``backtest_policy.yaml`` ``portfolio``) and the drawdown policy
-    (``dd_policy.yaml``) of the portfolio backtest."""
+    (``dd_policy.yaml``, as loaded with the settings) of the portfolio backtest."""
     bt = settings.raw.get("backtest", {})
     return PortfolioParams.from_policy(
-        {"portfolio": {"value": dict(bt.get("portfolio") or {})}},
-        load_policy(config_dir / "dd_policy.yaml"),
+        {"portfolio": {"value": dict(bt.get("portfolio") or {})}}, settings.raw["dd"]
     )
 
 
-def margin_requirements(universe: Path) -> dict[str, float]:
-    """``constraints.margin_requirement`` per pair id of a universe file (a pair without
-    ``constraints`` gets the asset-class default of
-    :func:`pairdesk.research.universe.default_constraints`; one whose constraints omit it is left
-    out: no margin check for it)."""
-    raw = load_yaml(universe)
-    if not isinstance(raw, dict) or not raw.get("pairs"):
-        return {}
-    return {
-        p.pair_id: p.margin_requirement
-        for p in load_universe(universe)
-        if p.margin_requirement > 0.0
-    }
+def margin_requirements(pairs: Sequence[PairConfig]) -> dict[str, float]:
+    """``constraints.margin_requirement`` per pair id of already-loaded pairs (a pair without
+    ``constraints`` carries the asset-class default of
+    :func:`pairdesk.research.universe.default_constraints`; one whose constraints omit it has 0 and
+    is left out: no margin check for it)."""
+    return {p.pair_id: p.margin_requirement for p in pairs if p.margin_requirement > 0.0}
 
 
 def quote_currency(leg: LegConfig) -> str:

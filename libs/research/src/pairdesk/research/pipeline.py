@@ -104,7 +104,7 @@ def run_train(
     cost_table = load_yaml(cost)
     with staged_output(out) as tmp:
         return train(pairs, store_dir=store, period=per, settings=settings, out_dir=tmp,
-                     cost_table=cost_table, progress=progress, margin=margin_requirements(universe))
+                     cost_table=cost_table, progress=progress, margin=margin_requirements(pairs))
 
 
 def _stamped(df: pd.DataFrame, pair_id: str, stamps: dict[str, Any], scope: str = "pair") -> pd.DataFrame:
@@ -303,7 +303,7 @@ def run_backtest_cli(
     warmup_from = per.start - 3 * settings.features.warmup_bars * bar
     result: dict[str, Any] = {"period": str(per), "pairs": {}, "out": str(out), "in_sample": bool(in_sample),
                               "warnings": warnings}
-    margin = margin_requirements(universe)
+    margin = margin_requirements(pairs)
     engine_pairs = []
     views: dict[str, dict[str, Any]] = {}
     data_hashes: dict[str, str] = {}

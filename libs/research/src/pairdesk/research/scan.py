@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from pairdesk.research.inputs import has_conversion
 from pairdesk.research.pipeline import staged_output
 from pairdesk.research.provenance import code_hash, frame_hash, parse_period
 from pairdesk.research.store import StoreError, load_bars
+from pairdesk.research.train import Progress, _noop
 from pairdesk.research.universe import (
     TIMEFRAME_MINUTES,
     default_constraints,
@@ -45,13 +46,6 @@ __all__ = ["ScanOutcome", "load_log_closes", "run_scan", "selected_universe"]
 
 #: ``group`` of the pairs written to ``universe.yaml``.
 SCAN_GROUP = "scan"
-
-Progress = Callable[[str, int, int], None]
-
-
-def _noop(step: str, done: int, total: int) -> None:
-    return None
-
 
 @dataclass(frozen=True)
 class ScanOutcome:
