@@ -8,7 +8,6 @@ clock step, the drawdown policy, margin and ruin are documented in
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 from numba import njit
 from pairdesk.quant.costs import _round_tick_nb
 from pairdesk.quant.rule import (
@@ -43,10 +42,7 @@ from pairdesk.quant.rule import (
     rule_gross,
     rule_mark,
 )
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from pairdesk.quant.typing import BoolArray, FloatArray, IntArray
 
 #: ``njit`` without the runtime's reference counting (``_nrt=False``) for functions that never
 #: allocate: a call then costs ~1 ns instead of tens of ns of atomic increments and decrements on

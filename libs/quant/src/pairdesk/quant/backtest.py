@@ -49,6 +49,7 @@ from pairdesk.quant.portfolio import (
     _trades_frame,
 )
 from pairdesk.quant.rule import EXIT_REASONS, BacktestParams
+from pairdesk.quant.typing import FloatArray, IntArray
 
 __all__ = [
     "EXIT_REASONS",
@@ -62,8 +63,6 @@ __all__ = [
     "theta_grid",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)

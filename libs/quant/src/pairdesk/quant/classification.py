@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from pairdesk.quant.typing import FloatArray
 from scipy.stats import rankdata
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "weighted_f1",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 def _check(y_true: npt.ArrayLike, y_prob: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+from pairdesk.quant.typing import FloatArray
 
 __all__ = [
     "WEEKDAYS",
@@ -57,8 +58,6 @@ __all__ = [
     "size_pair",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Weekday names in ``cost_table.yaml`` (``rollover_day``), Monday = 0 as in :mod:`datetime`.
 WEEKDAYS: tuple[str, ...] = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")

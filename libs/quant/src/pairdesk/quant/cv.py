@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from pairdesk.quant.typing import BoolArray, IntArray
 
 __all__ = [
     "PurgedKFold",
@@ -28,8 +29,6 @@ __all__ = [
     "walk_forward_splits",
 ]
 
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 def _as_positions(t_pos: npt.ArrayLike, t_end_pos: npt.ArrayLike) -> tuple[IntArray, IntArray]:

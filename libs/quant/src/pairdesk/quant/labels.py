@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from numba import njit
+from pairdesk.quant.typing import BoolArray, FloatArray, IntArray
 
 __all__ = [
     "LabelParams",
@@ -56,9 +57,6 @@ __all__ = [
     "risk_state",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from numba import njit
+from pairdesk.quant.typing import BoolArray, FloatArray, IntArray
 
 __all__ = [
     "KPI_NAMES",
@@ -70,9 +71,6 @@ __all__ = [
     "win_rate",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 _NS_PER_DAY = 86_400_000_000_000
 

@@ -36,6 +36,7 @@ import pandas as pd
 from pairdesk.quant.classification import ai1_metrics
 from pairdesk.quant.cv import PurgedKFold
 from pairdesk.quant.labels import class_weights
+from pairdesk.quant.typing import FloatArray, IntArray
 from sklearn.isotonic import IsotonicRegression
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
     "train_classifier",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 MetricsFn = Callable[[FloatArray, FloatArray], Mapping[str, float]]
 
 _MAD_TO_SIGMA = 1.4826

@@ -132,6 +132,7 @@ from pairdesk.quant.rule import (
     BacktestParams,
     rule_spec,
 )
+from pairdesk.quant.typing import BoolArray, FloatArray, IntArray
 
 __all__ = [
     "DD_LEVELS",
@@ -147,9 +148,6 @@ __all__ = [
     "run_portfolio",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Drawdown levels by code (``dd_events.level``).
 DD_LEVELS: tuple[str, ...] = ("normal", "warn", "halt", "flatten")

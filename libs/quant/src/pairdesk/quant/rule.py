@@ -66,7 +66,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from numba import njit
 from pairdesk.quant.costs import (
     CostModel,
@@ -75,6 +74,7 @@ from pairdesk.quant.costs import (
     _round_tick_nb,
     _size_pair_nb,
 )
+from pairdesk.quant.typing import FloatArray, IntArray
 
 __all__ = [
     "COUNTER_NAMES",
@@ -111,8 +111,6 @@ __all__ = [
     "step_pair",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: ``exit_reason`` codes, in code order. ``flatten`` = ops flatten flag (live), ``dd_flatten`` /
 #: ``dd_flatten_pair`` = the drawdown policy (portfolio / pair level), ``ruin`` = forced

@@ -42,6 +42,7 @@ from pairdesk.quant.metrics import (
     _period_last,
     infer_bar_ns,
 )
+from pairdesk.quant.typing import BoolArray, FloatArray, IntArray
 
 __all__ = [
     "bootstrap_kpi_samples",
@@ -49,9 +50,6 @@ __all__ = [
     "moving_block_bootstrap_indices",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 _NS_PER_DAY = 86_400_000_000_000
 
